@@ -1,0 +1,17 @@
+# The one test command (README.md): formatting, vet, staticcheck, then every
+# test against real redis-server processes the tests start themselves.
+GO ?= go
+export PATH := $(PATH):$(shell $(GO) env GOPATH)/bin
+
+.PHONY: test check build
+
+build:
+	$(GO) build -o answer-relay ./cmd/answer-relay
+
+check:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt: files above need formatting"; exit 1; }
+	$(GO) vet ./...
+	staticcheck ./...
+
+test: check
+	$(GO) test -count=1 -timeout 15m ./...
