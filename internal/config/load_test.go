@@ -71,8 +71,8 @@ func TestLoadPrecedence(t *testing.T) {
 			return ""
 		}},
 		{"env lists, durations, booleans", map[string]string{
-			"ANSWER_RELAY_SMTP_ALLOW_NETWORKS":          "10.0.0.0/8, 192.168.0.0/16",
-			"ANSWER_RELAY_DELAY_AFTER":                  "90m",
+			"ANSWER_RELAY_SMTP_ALLOW_NETWORKS":           "10.0.0.0/8, 192.168.0.0/16",
+			"ANSWER_RELAY_DELAY_AFTER":                   "90m",
 			"ANSWER_RELAY_UPSTREAM_INSECURE_SKIP_VERIFY": "true",
 		}, nil, func(c *testConfig) string {
 			if !reflect.DeepEqual(c.SMTP.AllowNetworks, []string{"10.0.0.0/8", "192.168.0.0/16"}) || c.DelayAfter != 90*time.Minute || !c.Upstream.Insecure {
