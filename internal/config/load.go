@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -144,13 +145,14 @@ func settings(v reflect.Value, prefix string) []setting {
 	t := v.Type()
 	for i := range t.NumField() {
 		f := t.Field(i)
-		tag := strings.Split(f.Tag.Get("yaml"), ",")[0]
+		opts := strings.Split(f.Tag.Get("yaml"), ",")
+		tag := opts[0]
 		if tag == "-" || !f.IsExported() {
 			continue
 		}
 		fv := v.Field(i)
-		if tag == "" && f.Anonymous && fv.Kind() == reflect.Struct {
-			out = append(out, settings(fv, prefix)...) // inline
+		if tag == "" && fv.Kind() == reflect.Struct && (f.Anonymous || slices.Contains(opts[1:], "inline")) {
+			out = append(out, settings(fv, prefix)...)
 			continue
 		}
 		if tag == "" {

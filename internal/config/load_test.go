@@ -20,10 +20,15 @@ type testConfig struct {
 		Password Secret `yaml:"password"`
 		Insecure bool   `yaml:"insecure_skip_verify"`
 	} `yaml:"upstream"`
+	Inline     inlined       `yaml:",inline"`
 	DelayAfter time.Duration `yaml:"delay_after"`
 	Endpoints  []struct {
 		URL string `yaml:"url"`
 	} `yaml:"endpoints"`
+}
+
+type inlined struct {
+	RetentionDays int `yaml:"retention_days"`
 }
 
 func defaults() *testConfig {
@@ -136,7 +141,7 @@ func TestEnvNamesAreMechanical(t *testing.T) {
 	for _, p := range Paths(defaults()) {
 		got[EnvName(p)] = true
 	}
-	for _, want := range []string{"ANSWER_RELAY_SMTP_LISTEN", "ANSWER_RELAY_SMTP_ALLOW_NETWORKS", "ANSWER_RELAY_UPSTREAM_PASSWORD", "ANSWER_RELAY_DELAY_AFTER"} {
+	for _, want := range []string{"ANSWER_RELAY_SMTP_LISTEN", "ANSWER_RELAY_SMTP_ALLOW_NETWORKS", "ANSWER_RELAY_UPSTREAM_PASSWORD", "ANSWER_RELAY_DELAY_AFTER", "ANSWER_RELAY_RETENTION_DAYS"} {
 		if !got[want] {
 			t.Errorf("no setting reachable as %s (have %v)", want, got)
 		}
