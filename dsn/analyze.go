@@ -1,0 +1,236 @@
+package dsn
+
+import (
+	"bufio"
+	"mime"
+	"strings"
+
+	"github.com/emersion/go-message/textproto"
+)
+
+var wordDecoder = mime.WordDecoder{}
+
+// decodeWords decodes RFC 2047 encoded words, leaving s as is on failure.
+func decodeWords(s string) string {
+	if !strings.Contains(s, "=?") {
+		return s
+	}
+	if d, err := wordDecoder.DecodeHeader(s); err == nil {
+		return d
+	}
+	return s
+}
+
+// analyze turns the collected parts into a report.
+func analyze(c *collector) *Report {
+	rep := &Report{Recipients: []Recipient{}, ReturnedHeaders: []Field{}}
+	top := c.top
+	body := joinTexts(c.texts)
+
+	// The error section and the returned message.
+	errText, retText := splitReturned(body)
+	returned := c.returned
+	if !c.hasReturn {
+		returned = retText
+	}
+	rh := readLooseHeader(returned)
+	for _, f := range rh {
+		rep.ReturnedHeaders = append(rep.ReturnedHeaders, f)
+	}
+	rep.MessageID = strings.Trim(strings.TrimSpace(headerValue(rh, "Message-Id")), "<>")
+	rep.Tag = strings.TrimSpace(headerValue(rh, "X-Answer-Relay-Id"))
+	rep.VERP = verp(top)
+
+	if c.feedback != "" || strings.Contains(strings.ToLower(top.Get("Content-Type")), "feedback-report") {
+		rep.Kind = KindFeedback
+		rep.Recipients = feedback(c.feedback, rh, top)
+		return rep
+	}
+
+	var rcpts []*rcpt
+	for _, s := range c.status {
+		ds := parseStatus(s)
+		if ds.reportingMTA != "" && rep.ReportingMTA == "" {
+			rep.ReportingMTA = ds.reportingMTA
+		}
+		if ds.envid != "" && rep.EnvelopeID == "" {
+			rep.EnvelopeID = ds.envid
+		}
+		rcpts = append(rcpts, ds.rcpts...)
+	}
+	scan := scanText(errText, top, rh)
+	if len(rcpts) == 0 {
+		rcpts = scan
+	} else {
+		mergeScan(rcpts, scan)
+	}
+	if len(rcpts) > 0 {
+		rep.Kind = KindDSN
+		if rep.ReportingMTA == "" {
+			rep.ReportingMTA = reportingMTA(top)
+		}
+		for _, r := range rcpts {
+			rep.Recipients = append(rep.Recipients, finish(r, errText))
+		}
+		return rep
+	}
+	if a := autoReply(top, body); a != "" {
+		rep.Kind = KindAutoReply
+		rep.Recipients = append(rep.Recipients, Recipient{Address: a, Reason: "vacation"})
+		return rep
+	}
+	rep.Kind = KindNone
+	return rep
+}
+
+// joinTexts concatenates the text parts, leaving out HTML when there is
+// plain text.
+func joinTexts(ts []textPart) string {
+	plain := false
+	for _, t := range ts {
+		if t.mediaType != "text/html" {
+			plain = true
+		}
+	}
+	var b strings.Builder
+	for _, t := range ts {
+		if plain && t.mediaType == "text/html" {
+			continue
+		}
+		b.WriteString(t.text)
+		b.WriteString("\n")
+	}
+	return b.String()
+}
+
+// readLooseHeader reads the header fields at the start of s, skipping
+// leading blank lines and tolerating indentation and junk.
+func readLooseHeader(s string) []Field {
+	s = strings.TrimLeft(s, " \t\r\n")
+	if s == "" {
+		return nil
+	}
+	if i := strings.Index(s, "\n\n"); i >= 0 {
+		s = s[:i+1]
+	}
+	var out []Field
+	h, _ := textproto.ReadHeader(bufio.NewReader(strings.NewReader(s + "\n")))
+	fields := h.Fields()
+	for fields.Next() {
+		out = append(out, Field{Name: fields.Key(), Value: decodeWords(fields.Value())})
+	}
+	// textproto keeps fields in reverse order of appearance.
+	for i, j := 0, len(out)-1; i < j; i, j = i+1, j-1 {
+		out[i], out[j] = out[j], out[i]
+	}
+	if len(out) == 0 {
+		// Indented or otherwise damaged headers: read line by line.
+		for _, l := range lines(s) {
+			name, val, ok := strings.Cut(strings.TrimSpace(l), ":")
+			if !ok || name == "" || strings.ContainsAny(name, " \t") {
+				continue
+			}
+			out = append(out, Field{Name: textprotoKey(name), Value: strings.TrimSpace(val)})
+		}
+	}
+	return out
+}
+
+func textprotoKey(k string) string {
+	b := []byte(strings.ToLower(k))
+	up := true
+	for i, c := range b {
+		if up && c >= 'a' && c <= 'z' {
+			b[i] = c - 32
+		}
+		up = c == '-'
+	}
+	return string(b)
+}
+
+// headerValue returns the first value of the named field.
+func headerValue(fs []Field, name string) string {
+	for _, f := range fs {
+		if strings.EqualFold(f.Name, name) {
+			return f.Value
+		}
+	}
+	return ""
+}
+
+// verp returns the address the report was sent to when it is a variable
+// envelope return path, prefix+id@domain.
+func verp(h textproto.Header) string {
+	for _, k := range []string{"X-Original-To", "Delivered-To", "Envelope-To", "To"} {
+		for _, v := range h.Values(k) {
+			a := firstAddr(v)
+			if at := strings.IndexByte(a, '@'); at > 0 {
+				if p := strings.IndexByte(a[:at], '+'); p > 0 && p < at-1 {
+					return a
+				}
+			}
+		}
+	}
+	return ""
+}
+
+// reportingMTA guesses the reporting host of a non-standard bounce from the
+// address it was sent from.
+func reportingMTA(h textproto.Header) string {
+	a := firstAddr(h.Get("From"))
+	if at := strings.IndexByte(a, '@'); at > 0 {
+		return a[at+1:]
+	}
+	return ""
+}
+
+// feedback builds the recipient list of a feedback report (RFC 5965
+// section 3.1): the complaint is about the message sent to the reporting
+// user.
+func feedback(body string, rh []Field, top textproto.Header) []Recipient {
+	fields := readLooseHeader(body)
+	ftype := strings.ToLower(strings.TrimSpace(headerValue(fields, "Feedback-Type")))
+	var addrs []string
+	for _, f := range fields {
+		if strings.EqualFold(f.Name, "Original-Rcpt-To") || strings.EqualFold(f.Name, "Removal-Recipient") {
+			if a := firstAddr(f.Value); a != "" {
+				addrs = append(addrs, a)
+			}
+		}
+	}
+	if len(addrs) == 0 {
+		if a := firstAddr(headerValue(rh, "To")); a != "" {
+			addrs = append(addrs, a)
+		}
+	}
+	if len(addrs) == 0 {
+		addrs = append(addrs, "")
+	}
+	if ftype == "" {
+		ftype = "abuse"
+	}
+	out := make([]Recipient, 0, len(addrs))
+	for _, a := range addrs {
+		out = append(out, Recipient{Address: a, Reason: "feedback", FeedbackType: ftype})
+	}
+	return out
+}
+
+// autoReply returns the replying address when the message is an automatic
+// reply (RFC 3834 section 5, or the fields and subjects common auto-responders
+// use), or "".
+func autoReply(h textproto.Header, body string) string {
+	as := strings.ToLower(h.Get("Auto-Submitted"))
+	subj := strings.ToLower(decodeWords(h.Get("Subject")))
+	prec := strings.ToLower(h.Get("Precedence"))
+	is := strings.HasPrefix(as, "auto-replied") || h.Get("X-Autoreply") != "" || h.Get("X-Autorespond") != "" ||
+		h.Get("X-Auto-Response-Suppress") != "" && strings.Contains(subj, "auto") ||
+		prec == "auto_reply" || strings.HasPrefix(subj, "auto:") || strings.HasPrefix(subj, "out of office") ||
+		strings.HasPrefix(subj, "automatic reply") || strings.HasPrefix(subj, "auto reply") ||
+		strings.HasPrefix(subj, "auto-reply") || strings.HasPrefix(subj, "autoreply") ||
+		strings.Contains(subj, "vacation") || strings.HasPrefix(subj, "away")
+	if !is {
+		return ""
+	}
+	return firstAddr(h.Get("From"))
+}

@@ -1,0 +1,129 @@
+package dsn
+
+import "strings"
+
+// rcpt is a recipient record being built.
+type rcpt struct {
+	address   string
+	original  string
+	action    string
+	status    string
+	diag      string
+	diagType  string
+	remoteMTA string
+	reason    string // set by a format rule that knows better than the text
+	command   string // the SMTP command the error answered, when known
+}
+
+// statusReport is the content of a message/delivery-status part.
+type statusReport struct {
+	reportingMTA string
+	envid        string
+	rcpts        []*rcpt
+}
+
+// parseStatus reads the per-message and per-recipient fields of a
+// delivery-status body (RFC 3464 sections 2.2 and 2.3). It is lenient: a
+// Final-Recipient or Original-Recipient that repeats starts a new recipient,
+// blank lines and unknown fields are ignored.
+func parseStatus(s string) statusReport {
+	var ds statusReport
+	var cur *rcpt
+	ls := lines(s)
+	for i := 0; i < len(ls); i++ {
+		l := strings.TrimRight(ls[i], " \t\r")
+		if l == "" || l[0] == ' ' || l[0] == '\t' {
+			continue
+		}
+		// Join continuation lines.
+		for i+1 < len(ls) && len(ls[i+1]) > 0 && (ls[i+1][0] == ' ' || ls[i+1][0] == '\t') {
+			i++
+			l += " " + strings.TrimSpace(ls[i])
+		}
+		name, val, ok := strings.Cut(l, ":")
+		if !ok {
+			continue
+		}
+		name = strings.ToLower(strings.TrimSpace(name))
+		val = strings.TrimSpace(val)
+		switch name {
+		case "reporting-mta":
+			ds.reportingMTA = typed(val)
+		case "original-envelope-id":
+			ds.envid = val
+		case "final-recipient", "x-actual-recipient":
+			a := typedAddr(val)
+			if name == "x-actual-recipient" {
+				if cur != nil && cur.address == "" {
+					cur.address = a
+				}
+				continue
+			}
+			if cur == nil || cur.address != "" {
+				cur = &rcpt{}
+				ds.rcpts = append(ds.rcpts, cur)
+			}
+			cur.address = a
+		case "original-recipient":
+			a := typedAddr(val)
+			if cur == nil || cur.original != "" {
+				cur = &rcpt{}
+				ds.rcpts = append(ds.rcpts, cur)
+			}
+			cur.original = a
+		default:
+			if cur == nil {
+				continue
+			}
+			switch name {
+			case "action":
+				cur.action = strings.ToLower(strings.Fields(val + " x")[0])
+			case "status":
+				cur.status = findStatus(val)
+				if cur.status == "" {
+					cur.status = val
+				}
+			case "diagnostic-code":
+				t, text, ok := strings.Cut(val, ";")
+				if ok && !strings.ContainsAny(strings.TrimSpace(t), " ") {
+					cur.diagType = strings.ToUpper(strings.TrimSpace(t))
+					cur.diag = strings.TrimSpace(text)
+				} else {
+					cur.diag = val
+				}
+			case "remote-mta":
+				cur.remoteMTA = typed(val)
+			}
+		}
+	}
+	// A record without Final-Recipient uses Original-Recipient.
+	out := ds.rcpts[:0]
+	for _, r := range ds.rcpts {
+		if r.address == "" || !strings.Contains(r.address, "@") && strings.Contains(r.original, "@") {
+			r.address = r.original
+		}
+		if r.address != "" {
+			out = append(out, r)
+		}
+	}
+	ds.rcpts = out
+	return ds
+}
+
+// typed strips the type of a typed value: "dns; mx.example.com" →
+// "mx.example.com".
+func typed(v string) string {
+	if _, after, ok := strings.Cut(v, ";"); ok {
+		v = after
+	}
+	return strings.TrimSpace(v)
+}
+
+// typedAddr returns the address of a typed address field.
+func typedAddr(v string) string {
+	v = typed(v)
+	if a := firstAddr(v); a != "" {
+		return a
+	}
+	return strings.Trim(strings.TrimSpace(v), "<>")
+}

@@ -1,0 +1,287 @@
+package dsn
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"strings"
+
+	"github.com/emersion/go-message"
+	_ "github.com/emersion/go-message/charset" // charsets of text parts
+	"github.com/emersion/go-message/textproto"
+)
+
+// Limits that bound the memory Parse uses whatever the input.
+const (
+	// maxPartBytes is how much of one decoded part is kept; the rest is
+	// read and dropped.
+	maxPartBytes = 256 << 10
+	// maxTextBytes is how much decoded text of all parts together is kept.
+	maxTextBytes = 1 << 20
+	// maxDepth is how deep multiparts are followed; deeper ones are skipped.
+	maxDepth = 16
+	// maxParts is how many body parts are looked at; the rest are skipped.
+	maxParts = 512
+	// maxHeaderBytes bounds one header block; the guard ends a longer one.
+	maxHeaderBytes = 256 << 10
+	// maxLineBytes bounds one line; the guard breaks a longer one.
+	maxLineBytes = 64 << 10
+)
+
+// ErrEmpty is returned by Parse for an input with no header at all.
+var ErrEmpty = errors.New("dsn: empty message")
+
+// Parse reads one raw message (RFC 5322) and reports what it says about the
+// delivery of an earlier message. A message that is no report gives a Report
+// with no recipients and a nil error; an error is returned only when the
+// input cannot be read as a message at all (nothing but an I/O error or an
+// empty input). Parse reads r to its end but keeps only a bounded prefix of
+// every part, so memory stays bounded for input of any size.
+func Parse(r io.Reader) (*Report, error) {
+	br := bufio.NewReaderSize(&guard{r: r, header: true}, 32<<10)
+	h, herr := textproto.ReadHeader(br)
+	if h.Len() == 0 {
+		if herr != nil && !errors.Is(herr, io.EOF) && !isMalformed(herr) {
+			return nil, fmt.Errorf("dsn: reading header: %w", herr)
+		}
+		if _, err := br.Peek(1); err != nil && herr == nil {
+			return nil, ErrEmpty
+		}
+	}
+	c := &collector{top: h}
+	c.entity(h, br, 0)
+	// Read the rest so that a caller streaming from a network sees the
+	// whole message consumed; nothing of it is kept.
+	if _, err := io.Copy(io.Discard, br); err != nil {
+		return nil, fmt.Errorf("dsn: reading message: %w", err)
+	}
+	if c.err != nil {
+		return nil, fmt.Errorf("dsn: reading message: %w", c.err)
+	}
+	return analyze(c), nil
+}
+
+// isMalformed tells a syntax error of go-message's header reader from an
+// I/O error.
+func isMalformed(err error) bool {
+	return strings.HasPrefix(err.Error(), "message: malformed")
+}
+
+// textPart is one decoded text part.
+type textPart struct {
+	mediaType string
+	text      string
+}
+
+// collector gathers, while walking the MIME tree, the parts a report is made
+// of.
+type collector struct {
+	top       textproto.Header
+	texts     []textPart
+	textBytes int
+	status    []string // message/delivery-status bodies
+	feedback  string   // message/feedback-report body
+	returned  string   // returned message or its header
+	hasReturn bool
+	parts     int
+	err       error // an I/O error of the underlying reader
+}
+
+// mediaType returns the lower-cased media type and parameters of h,
+// tolerating malformed parameters.
+func mediaType(h textproto.Header) (string, map[string]string) {
+	v := h.Get("Content-Type")
+	if v == "" {
+		return "", nil
+	}
+	t, params, err := mime.ParseMediaType(v)
+	if err != nil {
+		t = strings.ToLower(strings.TrimSpace(strings.SplitN(v, ";", 2)[0]))
+		params = looseParams(v)
+	}
+	return t, params
+}
+
+// looseParams reads the parameters of a Content-Type that mime.ParseMediaType
+// rejects, such as duplicate or unquoted special characters.
+func looseParams(v string) map[string]string {
+	params := map[string]string{}
+	for _, kv := range strings.Split(v, ";")[1:] {
+		k, val, ok := strings.Cut(kv, "=")
+		if !ok {
+			continue
+		}
+		k = strings.ToLower(strings.TrimSpace(k))
+		val = strings.Trim(strings.TrimSpace(val), `"`)
+		if _, dup := params[k]; !dup {
+			params[k] = val
+		}
+	}
+	return params
+}
+
+// entity looks at one entity: it descends into multiparts and keeps the
+// decoded content of the parts that matter.
+func (c *collector) entity(h textproto.Header, body io.Reader, depth int) {
+	t, params := mediaType(h)
+	if strings.HasPrefix(t, "multipart/") {
+		if depth >= maxDepth || params["boundary"] == "" {
+			return
+		}
+		mr := textproto.NewMultipartReader(body, params["boundary"])
+		for {
+			p, err := mr.NextPart()
+			if err != nil {
+				// io.EOF, or a malformed part: keep what was read.
+				if !errors.Is(err, io.EOF) && isIOError(err) {
+					c.err = err
+				}
+				return
+			}
+			c.parts++
+			if c.parts > maxParts {
+				return
+			}
+			c.entity(p.Header, p, depth+1)
+		}
+	}
+	switch {
+	case t == "message/delivery-status" || t == "message/global-delivery-status":
+		c.status = append(c.status, c.read(h, body, false))
+	case t == "message/feedback-report":
+		c.feedback = c.read(h, body, false)
+	case t == "message/rfc822" || t == "message/global" || t == "text/rfc822-headers" ||
+		t == "message/rfc822-headers" || t == "message/global-headers" || t == "message/partial":
+		if !c.hasReturn {
+			c.returned = c.read(h, body, false)
+			c.hasReturn = true
+		}
+	case t == "" || strings.HasPrefix(t, "text/"):
+		if c.textBytes >= maxTextBytes {
+			return
+		}
+		s := c.read(h, body, true)
+		if t == "text/html" {
+			s = stripHTML(s)
+		}
+		c.textBytes += len(s)
+		c.texts = append(c.texts, textPart{mediaType: t, text: s})
+	}
+}
+
+// read decodes the body of an entity (transfer encoding and, for text,
+// charset) and returns at most maxPartBytes of it.
+func (c *collector) read(h textproto.Header, body io.Reader, text bool) string {
+	e, err := message.New(message.Header{Header: h}, body)
+	var r io.Reader = body
+	if e != nil && (err == nil || message.IsUnknownCharset(err)) {
+		r = e.Body
+	}
+	var buf bytes.Buffer
+	_, rerr := io.Copy(&buf, io.LimitReader(r, maxPartBytes))
+	if rerr != nil && isIOError(rerr) {
+		c.err = rerr
+	}
+	s := buf.String()
+	if text && !isUTF8(s) {
+		s = latin1(s)
+	}
+	return strings.ReplaceAll(s, "\r\n", "\n")
+}
+
+// ioError marks an error of the caller's reader, as opposed to a decoding
+// error of the message.
+type ioError struct{ err error }
+
+func (e ioError) Error() string { return e.err.Error() }
+func (e ioError) Unwrap() error { return e.err }
+
+func isIOError(err error) bool {
+	var e ioError
+	return errors.As(err, &e)
+}
+
+// guard wraps the input so that no line and no header block is unbounded:
+// it breaks lines longer than maxLineBytes and ends header blocks (at the
+// start and after a boundary-like line) longer than maxHeaderBytes. It also
+// marks errors of the underlying reader.
+type guard struct {
+	r       io.Reader
+	err     error // held back until pending is drained
+	pending []byte
+	line    int  // bytes of the current line, without CR
+	cr      bool // the current line has a trailing CR so far
+	dash    int  // leading '-' of the current line, up to 2
+	header  bool // in a header block
+	hbytes  int  // bytes of the current header block
+}
+
+func (g *guard) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	var n int
+	var err error
+	switch {
+	case len(g.pending) > 0:
+		n = copy(p, g.pending)
+		g.pending = g.pending[n:]
+	case g.err != nil:
+		return 0, g.err
+	default:
+		n, err = g.r.Read(p)
+		if err != nil && !errors.Is(err, io.EOF) {
+			err = ioError{err}
+		}
+	}
+	for i := 0; i < n; i++ {
+		b := p[i]
+		if b == '\n' {
+			if g.header && g.line == 0 {
+				g.header = false
+			} else if g.dash == 2 {
+				g.header, g.hbytes = true, 0
+			}
+			g.line, g.dash, g.cr = 0, 0, false
+			continue
+		}
+		if b == '\r' && !g.cr {
+			g.cr = true
+			continue
+		}
+		if g.cr {
+			g.cr = false
+			g.line++
+		}
+		if g.line < 2 && b == '-' && g.dash == g.line {
+			g.dash++
+		}
+		g.line++
+		if g.header {
+			g.hbytes++
+		}
+		if g.line >= maxLineBytes || (g.header && g.hbytes >= maxHeaderBytes) {
+			// Insert a line break (ending the header with a blank line)
+			// after this byte; the rest of this read comes next time.
+			ins := "\n"
+			if g.header && g.hbytes >= maxHeaderBytes {
+				ins = "\n\n"
+			}
+			rest := make([]byte, 0, len(ins)+n-i-1+len(g.pending))
+			rest = append(append(append(rest, ins...), p[i+1:n]...), g.pending...)
+			g.pending = rest
+			if err != nil {
+				g.err = err
+			}
+			g.line, g.dash, g.cr = 0, 0, false
+			return i + 1, nil
+		}
+	}
+	if err != nil && len(g.pending) > 0 {
+		g.err, err = err, nil
+	}
+	return n, err
+}

@@ -1,0 +1,261 @@
+package dsn
+
+import (
+	"strings"
+
+	"github.com/emersion/go-message/textproto"
+)
+
+// separators are phrases of the line with which non-MIME bounces introduce
+// the returned message (lower case).
+var separators = []string{
+	"copy of the message", "copy of your message", "copy of the original message",
+	"original message follows", "original message headers", "header of the original message",
+	"headers of the original message", "header of original message", "----- original message",
+	"--- original message", "original message ---", "undelivered message follows",
+	"unsent message below", "returned message follows", "message headers follow",
+	"content-type: message/rfc822", "original message header", "returned mail follows",
+	"the original message was:", "text of the returned message", "headers of your message",
+	"your message reads", "message text follows", "the message header follows",
+}
+
+// splitReturned splits the text of a bounce at the line that introduces the
+// returned message.
+func splitReturned(body string) (errText, returned string) {
+	off := 0
+	seen := false
+	ls := lines(body)
+	for i, l := range ls {
+		low := strings.ToLower(l)
+		for _, s := range separators {
+			if strings.Contains(low, s) {
+				return body[:off], body[off+len(l)+1:]
+			}
+		}
+		// A header block after some text: Return-Path or Received followed
+		// by more header fields.
+		if seen && (strings.HasPrefix(l, "Return-Path:") || strings.HasPrefix(l, "Received: ") ||
+			strings.HasPrefix(l, "Return-path:")) && i+1 < len(ls) && looksHeader(ls[i+1]) {
+			return body[:off], body[off:]
+		}
+		if strings.TrimSpace(l) != "" {
+			seen = true
+		}
+		off += len(l) + 1
+		if off > len(body) {
+			off = len(body)
+		}
+	}
+	return body, ""
+}
+
+// looksHeader reports whether l looks like a header field or a folded
+// continuation of one.
+func looksHeader(l string) bool {
+	if l == "" {
+		return false
+	}
+	if l[0] == ' ' || l[0] == '\t' {
+		return true
+	}
+	name, _, ok := strings.Cut(l, ":")
+	return ok && name != "" && !strings.ContainsAny(name, " \t<>@")
+}
+
+// leadIns are the words that may stand before a recipient address at the
+// start of a line of a bounce (lower case, without trailing colon).
+var leadIns = map[string]bool{
+	"": true, "to": true, "rcpt to": true, "recipient": true, "recipients": true, "failed recipient": true,
+	"original-recipient": true, "final-recipient": true, "addressed to": true, "unknown user": true,
+	"recipient address": true, "address": true, "-": true, "*": true, "user": true, "for": true,
+	"invalid recipient": true, "failed address": true, "bad address": true, "mailbox": true,
+	"original recipient": true, "recipient(s)": true, "destinataire": true, "empfänger": true,
+	"rfc822": true, "x-failed-recipients": true, "unknown recipient": true, "rcpt": true,
+	"recipient name": true, "e-mail address": true, "email address": true, "the address": true,
+	"delivery to": true, "could not deliver to": true, "your message to": true, "message to": true,
+	"failed to deliver to": true, "unable to deliver to": true, "not delivered to": true,
+	"delivery failed for": true, "undeliverable to": true, "delivery to the following recipient failed": true,
+	"user unknown": true, "sent to": true, "mail to": true, "delivering to": true, "deliver to": true,
+}
+
+// bounceSenders are local parts of the addresses bounces come from.
+var bounceSenders = []string{"mailer-daemon", "postmaster", "mail-daemon", "mailerdaemon", "maildelivery",
+	"mail.delivery", "mdaemon", "bounce", "nobody", "root", "noreply", "no-reply", "daemon", "mailer"}
+
+// bounceSubjects are phrases of bounce subjects (lower case).
+var bounceSubjects = []string{"undeliver", "undelivered", "delivery", "failure", "failed", "returned",
+	"not delivered", "non remis", "unzustellbar", "rejected", "bounce", "error", "warning", "problem",
+	"could not", "unable", "nondeliverable", "non-deliverable", "fehlgeschlagen", "notification",
+	"mail system", "delayed", "permanent", "unknown"}
+
+// isBounceLike reports whether a message without a delivery-status part
+// looks like a bounce at all: it comes from a mailer daemon, to the null
+// sender, or says so in its subject.
+func isBounceLike(h textproto.Header) bool {
+	from := strings.ToLower(h.Get("From"))
+	for _, s := range bounceSenders {
+		if strings.Contains(from, s) {
+			return true
+		}
+	}
+	if h.Get("X-Failed-Recipients") != "" {
+		return true
+	}
+	rp := strings.TrimSpace(h.Get("Return-Path"))
+	if rp == "<>" {
+		return true
+	}
+	subj := strings.ToLower(decodeWords(h.Get("Subject")))
+	for _, s := range bounceSubjects {
+		if strings.Contains(subj, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// scanText finds the recipients of a bounce in its human-readable text: the
+// addresses standing at the start of a line (alone, in angle brackets or
+// quotes, after a lead-in word) with the lines that follow as their
+// diagnostic.
+func scanText(text string, top textproto.Header, rh []Field) []*rcpt {
+	if !isBounceLike(top) {
+		return nil
+	}
+	excl := senders(top, rh)
+	ls := lines(text)
+	type anchor struct {
+		line int
+		addr string
+		rest string
+	}
+	var anchors []anchor
+	for i, l := range ls {
+		t := strings.TrimLeft(l, " \t>")
+		if !strings.Contains(t, "@") {
+			continue
+		}
+		as := findAddrs(t)
+		if len(as) == 0 {
+			continue
+		}
+		a := as[0]
+		lead := strings.ToLower(strings.TrimSpace(strings.Trim(strings.TrimSpace(t[:a.start]), `<"'(:[`)))
+		lead = strings.TrimSpace(strings.TrimSuffix(lead, ":"))
+		if !leadIns[lead] {
+			continue
+		}
+		if excl[strings.ToLower(a.addr)] || isDaemon(a.addr) {
+			continue
+		}
+		rest := strings.TrimLeft(t[a.end:], `>"' :.;,`)
+		anchors = append(anchors, anchor{i, a.addr, rest})
+	}
+	var out []*rcpt
+	byAddr := map[string]*rcpt{}
+	for k, a := range anchors {
+		end := len(ls)
+		if k+1 < len(anchors) {
+			end = anchors[k+1].line
+		}
+		var b strings.Builder
+		b.WriteString(a.rest)
+		j := a.line + 1
+		// An empty anchor line takes its diagnostic from the next paragraph.
+		if strings.TrimSpace(a.rest) == "" {
+			for j < end && strings.TrimSpace(ls[j]) == "" {
+				j++
+			}
+		}
+		for ; j < end && strings.TrimSpace(ls[j]) != ""; j++ {
+			b.WriteString(" ")
+			b.WriteString(strings.TrimSpace(ls[j]))
+		}
+		diag := squeeze(b.String())
+		key := strings.ToLower(a.addr)
+		if r, ok := byAddr[key]; ok {
+			if diag != "" && !strings.Contains(r.diag, diag) {
+				r.diag = squeeze(r.diag + " " + diag)
+			}
+			continue
+		}
+		r := &rcpt{address: a.addr, diag: diag}
+		byAddr[key] = r
+		out = append(out, r)
+	}
+	if len(out) == 0 {
+		for _, v := range top.Values("X-Failed-Recipients") {
+			for _, a := range findAddrs(v) {
+				if byAddr[strings.ToLower(a.addr)] == nil {
+					r := &rcpt{address: a.addr, diag: squeeze(text)}
+					byAddr[strings.ToLower(a.addr)] = r
+					out = append(out, r)
+				}
+			}
+		}
+	}
+	if len(out) == 0 {
+		// Any address in the error text that is not the sender's.
+		for _, a := range findAddrs(text) {
+			if !excl[strings.ToLower(a.addr)] && !isDaemon(a.addr) {
+				out = append(out, &rcpt{address: a.addr, diag: squeeze(text)})
+				break
+			}
+		}
+	}
+	if len(out) == 0 && strings.TrimSpace(text) != "" {
+		if a := firstAddr(headerValue(rh, "To")); a != "" {
+			out = append(out, &rcpt{address: a, diag: squeeze(text)})
+		}
+	}
+	return out
+}
+
+// senders returns the addresses of the original sender, which a bounce
+// mentions but never reports on.
+func senders(top textproto.Header, rh []Field) map[string]bool {
+	m := map[string]bool{}
+	add := func(v string) {
+		for _, a := range findAddrs(v) {
+			m[strings.ToLower(a.addr)] = true
+		}
+	}
+	for _, k := range []string{"To", "Delivered-To", "X-Original-To", "Envelope-To"} {
+		for _, v := range top.Values(k) {
+			add(v)
+		}
+	}
+	add(headerValue(rh, "From"))
+	add(headerValue(rh, "Return-Path"))
+	add(headerValue(rh, "Sender"))
+	add(headerValue(rh, "Reply-To"))
+	return m
+}
+
+// isDaemon reports whether a is a mailer daemon's or postmaster's address.
+func isDaemon(a string) bool {
+	l := strings.ToLower(a)
+	return strings.HasPrefix(l, "mailer-daemon@") || strings.HasPrefix(l, "postmaster@") ||
+		strings.HasPrefix(l, "mail-daemon@")
+}
+
+// mergeScan adds what the text says about each recipient of a
+// delivery-status part when the part itself gives no diagnostic.
+func mergeScan(rs []*rcpt, scan []*rcpt) {
+	by := map[string]*rcpt{}
+	for _, s := range scan {
+		by[strings.ToLower(s.address)] = s
+	}
+	for _, r := range rs {
+		s := by[strings.ToLower(r.address)]
+		if s == nil {
+			s = by[strings.ToLower(r.original)]
+		}
+		if s == nil && len(rs) == 1 && len(scan) == 1 {
+			s = scan[0]
+		}
+		if s != nil && r.diag == "" {
+			r.diag = s.diag
+		}
+	}
+}
