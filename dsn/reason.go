@@ -42,34 +42,55 @@ const (
 	ReasonVirusDetected   = "virusdetected"
 )
 
-// statusReason maps "subject.detail" of an enhanced status code to the
-// reason it states by itself (RFC 3463 section 3 and the IANA registry).
+// statusReason maps an enhanced status code to the reason it states by
+// itself, after the meanings of RFC 3463 section 3 and the IANA registry.
+// Codes whose meaning is too wide to name a reason (X.0.0, 4.3.0, 4.7.0 ...)
+// are left out.
 var statusReason = map[string]string{
-	"1.1": ReasonUserUnknown, "1.2": ReasonHostUnknown, "1.3": ReasonUserUnknown,
-	"1.4": ReasonUserUnknown, "1.6": ReasonHasMoved, "1.7": ReasonRejected, "1.8": ReasonRejected,
-	"1.10": ReasonNotAccept,
-	"2.1": ReasonSuspend, "2.2": ReasonMailboxFull, "2.3": ReasonExceedLimit, "2.4": ReasonSystemError,
-	"3.1": ReasonSystemFull, "3.2": ReasonNotAccept, "3.3": ReasonSystemError, "3.4": ReasonMesgTooBig,
-	"3.5": ReasonSystemError,
-	"4.1": ReasonNetworkError, "4.2": ReasonNetworkError, "4.3": ReasonSystemError,
-	"4.4": ReasonHostUnknown, "4.5": ReasonTooManyConn, "4.6": ReasonNetworkError, "4.7": ReasonExpired,
-	"5.3": ReasonTooManyConn, "5.4": ReasonSyntaxError, "5.5": ReasonSyntaxError,
-	"6.0": ReasonContentError, "6.1": ReasonContentError, "6.2": ReasonContentError,
-	"6.3": ReasonContentError, "6.5": ReasonContentError,
-	"7.0": ReasonSecurityError, "7.1": ReasonSecurityError, "7.2": ReasonSecurityError,
-	"7.7": ReasonSecurityError, "7.8": ReasonSecurityError, "7.9": ReasonSecurityError,
-	"7.13": ReasonSuspend, "7.14": ReasonSecurityError,
-	"7.20": ReasonAuthFailure, "7.21": ReasonAuthFailure, "7.22": ReasonAuthFailure,
-	"7.23": ReasonAuthFailure, "7.24": ReasonAuthFailure, "7.25": ReasonRequirePTR,
-	"7.26": ReasonAuthFailure, "7.27": ReasonNotAccept,
+	"2.1.5": ReasonDelivered,
+	"4.1.6": ReasonHasMoved, "4.1.7": ReasonRejected, "4.1.8": ReasonRejected, "4.1.9": ReasonSystemError,
+	"4.2.1": ReasonBlocked, "4.2.2": ReasonMailboxFull, "4.2.3": ReasonExceedLimit, "4.2.4": ReasonFiltered,
+	"4.3.1": ReasonSystemFull, "4.3.2": ReasonNotAccept, "4.3.3": ReasonSystemError, "4.3.5": ReasonSystemError,
+	"4.4.1": ReasonExpired, "4.4.2": ReasonNetworkError, "4.4.3": ReasonSystemError, "4.4.4": ReasonNetworkError,
+	"4.4.5": ReasonSystemFull, "4.4.6": ReasonNetworkError, "4.4.7": ReasonExpired, "4.4.8": ReasonNetworkError,
+	"4.5.3": ReasonSystemError, "4.5.5": ReasonSystemError,
+	"4.6.0": ReasonContentError, "4.6.2": ReasonContentError, "4.6.5": ReasonContentError,
+	"4.7.1": ReasonBlocked, "4.7.2": ReasonBlocked, "4.7.5": ReasonSecurityError, "4.7.6": ReasonSecurityError,
+	"4.7.7": ReasonSecurityError, "4.7.12": ReasonSecurityError, "4.7.15": ReasonSecurityError,
+	"4.7.16": ReasonMesgTooBig, "4.7.24": ReasonAuthFailure, "4.7.25": ReasonRequirePTR, "4.7.26": ReasonAuthFailure,
+	"5.1.0": ReasonUserUnknown, "5.1.1": ReasonUserUnknown, "5.1.2": ReasonHostUnknown, "5.1.3": ReasonUserUnknown,
+	"5.1.4": ReasonFiltered, "5.1.6": ReasonHasMoved, "5.1.7": ReasonRejected, "5.1.8": ReasonRejected,
+	"5.1.9": ReasonSystemError, "5.1.10": ReasonNotAccept,
+	"5.2.0": ReasonFiltered, "5.2.1": ReasonFiltered, "5.2.2": ReasonMailboxFull, "5.2.3": ReasonExceedLimit,
+	"5.2.4": ReasonFiltered,
+	"5.3.0": ReasonSystemError, "5.3.1": ReasonSystemFull, "5.3.2": ReasonNotAccept, "5.3.3": ReasonSystemError,
+	"5.3.4": ReasonMesgTooBig, "5.3.5": ReasonSystemError,
+	"5.4.0": ReasonNetworkError, "5.4.3": ReasonSystemError, "5.4.4": ReasonHostUnknown,
+	"5.5.2": ReasonSyntaxError, "5.5.3": ReasonTooManyConn, "5.5.4": ReasonSystemError, "5.5.5": ReasonSystemError,
+	"5.5.6": ReasonSyntaxError,
+	"5.6.0": ReasonContentError, "5.6.1": ReasonContentError, "5.6.2": ReasonContentError,
+	"5.6.3": ReasonContentError, "5.6.5": ReasonContentError, "5.6.6": ReasonContentError,
+	"5.6.7": ReasonContentError, "5.6.8": ReasonContentError, "5.6.9": ReasonContentError,
+	"5.7.0": ReasonSecurityError, "5.7.1": ReasonSecurityError, "5.7.2": ReasonSecurityError,
+	"5.7.3": ReasonSecurityError, "5.7.4": ReasonSecurityError, "5.7.5": ReasonSecurityError,
+	"5.7.6": ReasonSecurityError, "5.7.7": ReasonSecurityError, "5.7.8": ReasonSecurityError,
+	"5.7.9": ReasonSecurityError, "5.7.10": ReasonSecurityError, "5.7.11": ReasonSecurityError,
+	"5.7.13": ReasonSuspend, "5.7.14": ReasonSecurityError, "5.7.15": ReasonSecurityError,
+	"5.7.16": ReasonMesgTooBig, "5.7.17": ReasonHasMoved, "5.7.18": ReasonHasMoved, "5.7.19": ReasonSecurityError,
+	"5.7.20": ReasonAuthFailure, "5.7.21": ReasonAuthFailure, "5.7.22": ReasonAuthFailure,
+	"5.7.23": ReasonAuthFailure, "5.7.24": ReasonAuthFailure, "5.7.25": ReasonRequirePTR,
+	"5.7.26": ReasonAuthFailure, "5.7.27": ReasonNotAccept, "5.7.28": ReasonSpamDetected,
+	"5.7.29": ReasonAuthFailure, "5.7.30": ReasonFailedSTARTTLS,
 }
 
 // statusName returns the reason an enhanced status code states by itself.
-func statusName(code string) string {
-	if len(code) < 5 || code[1] != '.' {
-		return ""
-	}
-	return statusReason[code[2:]]
+func statusName(code string) string { return statusReason[code] }
+
+// tentative are reasons a status code names too loosely to be final: the
+// diagnostic text is asked first.
+var tentative = map[string]bool{
+	ReasonUndefined: true, ReasonOnHold: true, ReasonSystemError: true, ReasonSecurityError: true,
+	ReasonExpired: true, ReasonNetworkError: true, ReasonHostUnknown: true, ReasonUserUnknown: true,
 }
 
 // reasonStatus is the enhanced status code given to a recipient whose bounce
@@ -131,23 +152,23 @@ var phrases = map[string][]string{
 		"does not pass", "message failed authentication",
 	},
 	ReasonUserUnknown: {
-		"user unknown", "unknown user", "no such user", "no such mailbox", "no such recipient",
-		"user not found", "recipient not found", "mailbox not found", "does not exist", "doesn't exist",
-		"unknown recipient", "recipient unknown", "invalid recipient", "invalid mailbox", "address unknown",
-		"unknown address", "address does not exist", "not a valid mailbox", "no mailbox", "mailbox unavailable",
-		"mailbox is unavailable", "user doesn't exist", "no such address", "not our customer",
-		"recipient address rejected", "address rejected", "bad destination mailbox", "unknown local part",
-		"unknown or illegal alias", "not listed in", "unrouteable address", "user invalid", "invalid address",
-		"is not a valid", "no account", "addressee unknown", "not found in directory", "no one at this address",
+		"user unknown", "unknown user", "no such user", "no such mailbox", "no such recipient", "user not found",
+		"recipient not found", "mailbox not found", "unknown recipient", "recipient unknown", "invalid recipient",
+		"invalid mailbox", "address unknown", "unknown address", "address does not exist", "not a valid mailbox",
+		"no mailbox", "mailbox unavailable", "mailbox is unavailable", "user doesn't exist", "no such address",
+		"bad destination mailbox", "unknown local part", "unknown or illegal alias", "unrouteable address",
+		"user invalid", "invalid address", "addressee unknown", "not found in directory", "no one at this address",
 		"invalid user", "unknown mailbox", "mailbox does not exist", "account does not exist",
-		"user does not exist", "user account not found", "mailbox not present", "nonexistent",
-		"non-existent", "non existent", "utilisateur inconnu", "unbekannt", "no existe", "inesistente",
+		"user does not exist", "user account not found", "mailbox not present", "nonexistent user",
+		"non-existent user", "non existent user", "utilisateur inconnu", "no existe", "inesistente",
 		"user not exist", "recipient does not exist", "no such person", "name is not recognized",
-		"destination address not found", "recipient is not local", "is not a known user",
-		"address no longer", "ist ungueltig", "not exist", "is no longer valid", "mailbox unknown",
-		"bad recipient", "badrcptto", "no valid recipients", "the email account that you tried to reach",
-		"unknown e-mail address", "no mail box", "not a local address", "cannot find the recipient",
-		"user is unknown", "recipient rejected",
+		"destination address not found", "recipient is not local", "is not a known user", "mailbox unknown",
+		"bad recipient", "badrcptto", "no valid recipients",
+		"the email account that you tried to reach does not exist", "unknown e-mail address", "no mail box",
+		"not a local address", "user is unknown", "address not found", "wasn't found at the destination",
+		"recipientnotfound", "recipient not found", "email address could not be found", "does not exist here",
+		"no such local user", "is not a valid user", "not our customer", "this user doesn't have a",
+		"user missing home directory",
 	},
 	ReasonFiltered: {
 		"due to content", "content filter", "filtered", "message rejected by filter", "rejected by filter",
@@ -173,12 +194,10 @@ var phrases = map[string][]string{
 		"charset", "encoding error", "line too long", "header too long"},
 	ReasonRejected: {
 		"sender rejected", "sender address rejected", "sender denied", "domain of sender address",
-		"sender verify failed", "sender domain", "from address rejected", "rejected sender",
-		"sender is not allowed", "envelope sender", "mail from", "invalid sender", "sender unknown",
-		"unknown sender", "sender address", "your address", "return address", "senders are blocked",
-		"sender blocked", "blacklisted sender", "sender is on", "address is blocked", "not accept mail from you",
-		"sender does not exist", "sender not", "sender's domain", "bad sender",
-		"domain does not exist", "does not accept mail from", "sender verification",
+		"sender verify failed", "sender domain", "rejected sender", "invalid sender", "sender unknown",
+		"unknown sender", "sender not", "bad sender", "sender verification", "return address",
+		"sender is not allowed", "from address rejected", "envelope sender", "sender's domain",
+		"sender does not exist", "senders are blocked", "sender blocked", "blacklisted sender",
 	},
 	ReasonHostUnknown: {
 		"host unknown", "unknown host", "host not found", "domain not found", "no such domain",
@@ -189,11 +208,9 @@ var phrases = map[string][]string{
 		"nonexistent domain", "no route to host", "domain isn't in my list", "bad destination system address",
 	},
 	ReasonSpamDetected: {
-		"spam", "junk", "bulk mail", "unsolicited", "message classified as", "blacklisted by",
-		"message rejected as", "message looks like", "content rejected", "high probability of",
-		"score too high", "identified as", "considered as", "uce", "phish", "suspicious",
-		"rejected due to", "listed at", "listed by", "listed in", "blocklist", "blacklist",
-		"message refused", "rbl", "dnsbl",
+		"spam", "junk mail", "bulk mail", "unsolicited", "message classified as", "high probability of",
+		"score too high", "phishing", "looks like spam", "content rejected as", "blocked by policy: spam",
+		"spam score", "classified as spam",
 	},
 	ReasonSpeeding: {"rate limit", "too fast", "sending rate", "exceeded the rate", "rate-limit",
 		"throttl", "too many messages", "ratelimit", "message rate", "rate control", "slow down",
@@ -202,13 +219,14 @@ var phrases = map[string][]string{
 		"connection limit", "too many smtp sessions", "too many sessions", "maximum number of connections",
 		"too many hosts", "connections from your", "too many open"},
 	ReasonBlocked: {
-		"blocked", "access denied", "not allowed", "refused", "banned", "blacklist", "black list",
-		"block list", "blocklist", "client host rejected", "connection rejected", "rejected by",
-		"not authorized", "is not authorized", "access from", "your ip", "your host", "client host",
-		"connection refused", "denied", "helo", "ehlo", "dynamic", "dial-up", "dialup", "residential",
-		"please use the smtp server of your isp", "use your isp", "smtp server of your", "not accepting",
-		"listed", "abuse", "poor", "ip address", "spamhaus", "spamcop", "sorbs", "barracuda",
-		"reject", "policy",
+		"blocked", "access denied", "client host rejected", "connection rejected", "connection refused",
+		"not allowed to send from", "dynamic ip", "dial-up", "dialup", "residential",
+		"please use the smtp server of your isp", "smtp server of your isp", "use your isp", "your ip",
+		"your host", "blacklisted", "black list", "block list", "blocklist", "spamhaus", "spamcop", "sorbs",
+		"banned", "listed in", "listed at", "listed on", "not authorized to send", "rejected for policy reasons",
+		"has been temporarily rate limited", "refused to talk to me", "host rejected", "ip rejected",
+		"connections not accepted from", "bad reputation", "poor reputation", "invalid helo",
+		"helo command rejected", "reverse dns", "hostname lookup failed",
 	},
 	ReasonVirusDetected: {"virus", "malware", "infected", "trojan", "worm", "harmful", "executable",
 		"attachment type", "banned attachment"},
@@ -291,9 +309,12 @@ func has(reason, d string) bool {
 }
 
 // classify decides the reason of one recipient from its status code,
-// action, diagnostic and the SMTP command the error answered.
+// action, diagnostic and the SMTP command the error answered. A status code
+// that names a reason decides unless the text names a more specific one; a
+// phrase decides the rest, in an order that puts precise reasons before
+// vague ones.
 func classify(r *rcpt, status string) string {
-	if r.reason != "" {
+	if r.reason != "" && !tentative[r.reason] {
 		return r.reason
 	}
 	if strings.HasPrefix(status, "2.") {
@@ -301,59 +322,107 @@ func classify(r *rcpt, status string) string {
 	}
 	d := strings.ToLower(r.diag)
 	byStatus := statusName(status)
-	for _, reason := range firstOrder {
-		if byStatus == reason && !contradicts(reason, d) {
-			return reason
-		}
-		if strong[reason] && reason != ReasonBlocked && reason != ReasonContentError && has(reason, d) {
-			return reason
-		}
-	}
-	if byStatus != "" && byStatus != ReasonSecurityError && byStatus != ReasonSystemError &&
-		byStatus != ReasonNetworkError && byStatus != ReasonExpired {
-		return byStatus
-	}
-	for _, reason := range secondOrder {
-		if has(reason, d) {
-			return reason
+	cmd := r.command
+	if r.diagType == "SMTP" || r.diagType == "" {
+		for _, reason := range firstOrder {
+			if probe(reason, byStatus, cmd, d) {
+				return reason
+			}
 		}
 	}
-	if byStatus != "" {
-		return byStatus
+	reason := byStatus
+	if tentative[reason] || reason == "" || r.diagType != "SMTP" {
+		for _, o := range secondOrder {
+			if has(o, d) {
+				return o
+			}
+		}
+		if reason == "" {
+			switch {
+			case len(status) > 3 && status[2] == '6':
+				reason = ReasonContentError
+			case len(status) > 3 && status[2] == '7':
+				reason = ReasonSecurityError
+			case strings.HasPrefix(r.diagType, "X-UNIX"):
+				reason = ReasonMailerError
+			case has(ReasonSyntaxError, d):
+				reason = ReasonSyntaxError
+			case r.action == "delayed":
+				reason = ReasonExpired
+			case cmd == "HELO" || cmd == "EHLO":
+				reason = ReasonBlocked
+			}
+		}
 	}
-	if has(ReasonBlocked, d) {
-		return ReasonBlocked
+	if reason == "" || reason == ReasonUndefined {
+		switch {
+		case r.action == "delayed":
+			return ReasonExpired
+		case has(ReasonVacation, d):
+			return ReasonVacation
+		case d != "":
+			return ReasonOnHold
+		}
+		return ReasonUndefined
 	}
-	switch {
-	case len(status) > 3 && status[2] == '6':
-		return ReasonContentError
-	case len(status) > 3 && status[2] == '7':
-		return ReasonSecurityError
-	case strings.HasPrefix(r.diagType, "X-UNIX"):
-		return ReasonMailerError
-	case has(ReasonSyntaxError, d):
-		return ReasonSyntaxError
-	case r.action == "delayed":
-		return ReasonExpired
-	}
-	if d != "" {
-		return ReasonOnHold
-	}
-	return ReasonUndefined
+	return reason
 }
 
-// contradicts reports whether the diagnostic names a different, more
-// specific reason than the status code's.
-func contradicts(reason, d string) bool {
-	if reason != ReasonUserUnknown {
-		return false
-	}
-	for _, o := range []string{ReasonMailboxFull, ReasonHasMoved, ReasonRejected, ReasonNotAccept} {
-		if has(o, d) {
+// beforeData are the SMTP commands after which a server has not seen the
+// message yet, so it cannot have filtered it.
+var beforeData = map[string]bool{"HELO": true, "EHLO": true, "MAIL": true, "RCPT": true, "CONN": true, "STARTTLS": true}
+
+// probe reports whether reason applies, given the reason the status code
+// names, the SMTP command and the lower-case diagnostic.
+func probe(reason, byStatus, cmd, d string) bool {
+	switch reason {
+	case ReasonUserUnknown:
+		if byStatus == ReasonUserUnknown {
+			for _, o := range []string{ReasonMailboxFull, ReasonHasMoved, ReasonRejected, ReasonNotAccept, ReasonBlocked} {
+				if has(o, d) {
+					return false
+				}
+			}
 			return true
 		}
+		if !has(ReasonUserUnknown, d) {
+			return false
+		}
+		// A text about the recipient or the mailbox answers RCPT even
+		// when the bounce does not name the command.
+		return cmd == "RCPT" || cmd == "" && (strings.Contains(d, "recipient") || strings.Contains(d, "mailbox") ||
+			strings.Contains(d, "address"))
+	case ReasonFiltered:
+		if byStatus == ReasonFiltered {
+			return has(ReasonUserUnknown, d) || has(ReasonFiltered, d)
+		}
+		if beforeData[cmd] {
+			return false
+		}
+		return has(ReasonFiltered, d) || has(ReasonUserUnknown, d)
 	}
-	return false
+	if byStatus == reason {
+		return true
+	}
+	return has(reason, d)
+}
+
+// commandOf finds the SMTP command an error answered in the text of a
+// bounce: the last one the text names.
+func commandOf(text string) string {
+	l := strings.ToLower(text)
+	best, at := "", -1
+	for _, c := range []struct{ phrase, cmd string }{
+		{"rcpt to", "RCPT"}, {"rcpt command", "RCPT"}, {"after rcpt", "RCPT"}, {">>> rcpt", "RCPT"},
+		{"mail from", "MAIL"}, {"mail command", "MAIL"}, {"after mail", "MAIL"}, {">>> mail", "MAIL"},
+		{"end of data", "DATA"}, {"after data", "DATA"}, {"data command", "DATA"}, {">>> data", "DATA"},
+		{"ehlo", "EHLO"}, {"helo", "HELO"}, {"starttls", "STARTTLS"},
+	} {
+		if i := strings.LastIndex(l, c.phrase); i > at {
+			best, at = c.cmd, i
+		}
+	}
+	return best
 }
 
 // hard reports whether the reason means the address can never receive
@@ -396,6 +465,9 @@ func finish(r *rcpt, errText string) Recipient {
 		}
 	}
 	r.action = action
+	if r.command == "" {
+		r.command = commandOf(diag)
+	}
 	reason := classify(r, status)
 	if status == "" {
 		class := "5"
