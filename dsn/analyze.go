@@ -69,7 +69,14 @@ func analyze(c *collector) *Report {
 		if rep.ReportingMTA == "" {
 			rep.ReportingMTA = reportingMTA(top)
 		}
+		group := strings.Contains(strings.ToLower(top.Get("X-Failed-Recipients")), "@googlegroups.")
 		for _, r := range rcpts {
+			if group && r.reason == "" {
+				// Google Groups refuses posts from non-members and to
+				// groups that do not exist; either way the sender is
+				// refused.
+				r.reason = ReasonRejected
+			}
 			rep.Recipients = append(rep.Recipients, finish(r, errText))
 		}
 		return rep

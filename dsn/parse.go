@@ -42,6 +42,12 @@ var ErrEmpty = errors.New("dsn: empty message")
 // every part, so memory stays bounded for input of any size.
 func Parse(r io.Reader) (*Report, error) {
 	br := bufio.NewReaderSize(&guard{r: r, header: true}, 32<<10)
+	// An mbox "From " line before the header is no header field.
+	if b, err := br.Peek(5); err == nil && string(b) == "From " {
+		if _, err := br.ReadSlice('\n'); err != nil && !errors.Is(err, bufio.ErrBufferFull) {
+			return nil, ErrEmpty
+		}
+	}
 	h, herr := textproto.ReadHeader(br)
 	if h.Len() == 0 {
 		if herr != nil && !errors.Is(herr, io.EOF) && !isMalformed(herr) {

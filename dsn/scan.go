@@ -142,13 +142,17 @@ func scanText(text string, top textproto.Header, rh []Field) []*rcpt {
 		a := as[0]
 		lead := strings.ToLower(strings.TrimSpace(strings.Trim(strings.TrimSpace(t[:a.start]), `<"'(:[`)))
 		lead = strings.TrimSpace(strings.TrimSuffix(lead, ":"))
-		if !leadIns[lead] {
+		if !leadIns[lead] && !leadInEnd(lead) {
 			continue
 		}
 		if excl[strings.ToLower(a.addr)] || isDaemon(a.addr) {
 			continue
 		}
 		rest := strings.TrimLeft(t[a.end:], `>"' :.;,`)
+		if n := len(anchors); n > 0 && strings.EqualFold(anchors[n-1].addr, a.addr) && i-anchors[n-1].line < 4 {
+			// The address again in the lines of its own diagnostic.
+			continue
+		}
 		anchors = append(anchors, anchor{i, a.addr, rest})
 	}
 	var out []*rcpt
@@ -170,6 +174,16 @@ func scanText(text string, top textproto.Header, rh []Field) []*rcpt {
 		for ; j < end && strings.TrimSpace(ls[j]) != ""; j++ {
 			b.WriteString(" ")
 			b.WriteString(strings.TrimSpace(ls[j]))
+		}
+		// A diagnostic that ends in a colon goes on after a blank line.
+		if t := strings.TrimSpace(b.String()); strings.HasSuffix(t, ":") {
+			for j < end && strings.TrimSpace(ls[j]) == "" {
+				j++
+			}
+			for ; j < end && strings.TrimSpace(ls[j]) != ""; j++ {
+				b.WriteString(" ")
+				b.WriteString(strings.TrimSpace(ls[j]))
+			}
 		}
 		diag := squeeze(b.String())
 		key := strings.ToLower(a.addr)
@@ -220,7 +234,7 @@ func senders(top textproto.Header, rh []Field) map[string]bool {
 			m[strings.ToLower(a.addr)] = true
 		}
 	}
-	for _, k := range []string{"To", "Delivered-To", "X-Original-To", "Envelope-To"} {
+	for _, k := range []string{"To"} {
 		for _, v := range top.Values(k) {
 			add(v)
 		}
@@ -258,4 +272,18 @@ func mergeScan(rs []*rcpt, scan []*rcpt) {
 			r.diag = s.diag
 		}
 	}
+}
+
+// leadInEnd reports whether a phrase before an address ends in a word that
+// introduces a recipient: "... delivering your mail to <a>".
+func leadInEnd(lead string) bool {
+	if strings.HasSuffix(lead, "from") || strings.Contains(lead, "mail from") || strings.Contains(lead, "sender") {
+		return false
+	}
+	for _, w := range []string{" to", " for", " recipient", " address", " user", " mailbox", " rcpt"} {
+		if strings.HasSuffix(lead, w) {
+			return true
+		}
+	}
+	return false
 }
