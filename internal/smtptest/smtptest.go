@@ -102,6 +102,7 @@ type Server struct {
 	srv      *smtp.Server
 	ln       net.Listener
 	certPool *x509.CertPool
+	certPEM  []byte
 
 	mu       sync.Mutex
 	rcpt     map[string]Action
@@ -137,10 +138,11 @@ func New(opts Options) (*Server, error) {
 	srv.ErrorLog = log.New(io.Discard, "", 0)
 	var tlsConfig *tls.Config
 	if opts.StartTLS || opts.ImplicitTLS {
-		cert, pool, _, _, err := NewCert("127.0.0.1", "localhost")
+		cert, pool, certPEM, _, err := NewCert("127.0.0.1", "localhost")
 		if err != nil {
 			return nil, err
 		}
+		s.certPEM = certPEM
 		tlsConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 		s.certPool = pool
 	}
@@ -164,6 +166,10 @@ func (s *Server) Close() { _ = s.srv.Close() }
 
 // CertPool trusts the server's certificate (nil without TLS).
 func (s *Server) CertPool() *x509.CertPool { return s.certPool }
+
+// CertPEM is the server's certificate in PEM, for a CA file (nil without
+// TLS).
+func (s *Server) CertPEM() []byte { return s.certPEM }
 
 // SetRcpt scripts the action for one recipient address (case-insensitive),
 // overriding the local-part convention.
