@@ -41,20 +41,26 @@ var ErrEmpty = errors.New("dsn: empty message")
 // empty input). Parse reads r to its end but keeps only a bounded prefix of
 // every part, so memory stays bounded for input of any size.
 func Parse(r io.Reader) (*Report, error) {
+	rep, _, err := parse(r)
+	return rep, err
+}
+
+// parse is Parse that also returns the decoded parts it read.
+func parse(r io.Reader) (*Report, *collector, error) {
 	br := bufio.NewReaderSize(&guard{r: r, header: true}, 32<<10)
 	// An mbox "From " line before the header is no header field.
 	if b, err := br.Peek(5); err == nil && string(b) == "From " {
 		if _, err := br.ReadSlice('\n'); err != nil && !errors.Is(err, bufio.ErrBufferFull) {
-			return nil, ErrEmpty
+			return nil, nil, ErrEmpty
 		}
 	}
 	h, herr := textproto.ReadHeader(br)
 	if h.Len() == 0 {
 		if herr != nil && !errors.Is(herr, io.EOF) && !isMalformed(herr) {
-			return nil, fmt.Errorf("dsn: reading header: %w", herr)
+			return nil, nil, fmt.Errorf("dsn: reading header: %w", herr)
 		}
 		if _, err := br.Peek(1); err != nil && herr == nil {
-			return nil, ErrEmpty
+			return nil, nil, ErrEmpty
 		}
 	}
 	c := &collector{top: h}
@@ -62,12 +68,12 @@ func Parse(r io.Reader) (*Report, error) {
 	// Read the rest so that a caller streaming from a network sees the
 	// whole message consumed; nothing of it is kept.
 	if _, err := io.Copy(io.Discard, br); err != nil {
-		return nil, fmt.Errorf("dsn: reading message: %w", err)
+		return nil, nil, fmt.Errorf("dsn: reading message: %w", err)
 	}
 	if c.err != nil {
-		return nil, fmt.Errorf("dsn: reading message: %w", c.err)
+		return nil, nil, fmt.Errorf("dsn: reading message: %w", c.err)
 	}
-	return analyze(c), nil
+	return analyze(c), c, nil
 }
 
 // isMalformed tells a syntax error of go-message's header reader from an
