@@ -121,7 +121,7 @@ func readLooseHeader(s string) []Field {
 		s = s[:i+1]
 	}
 	var out []Field
-	h, _ := textproto.ReadHeader(bufio.NewReader(strings.NewReader(s + "\n")))
+	h, _ := textproto.ReadHeader(bufio.NewReaderSize(strings.NewReader(s+"\n"), 16+len(s)))
 	fields := h.Fields()
 	for fields.Next() {
 		out = append(out, Field{Name: fields.Key(), Value: decodeWords(fields.Value())})

@@ -8,6 +8,7 @@ import (
 	"io"
 	"mime"
 	"strings"
+	"sync"
 
 	"github.com/emersion/go-message"
 	_ "github.com/emersion/go-message/charset" // charsets of text parts
@@ -47,7 +48,13 @@ func Parse(r io.Reader) (*Report, error) {
 
 // parse is Parse that also returns the decoded parts it read.
 func parse(r io.Reader) (*Report, *collector, error) {
-	br := bufio.NewReaderSize(&guard{r: r, header: true}, 32<<10)
+	g := &guard{r: r, header: true}
+	br := readerPool.Get().(*bufio.Reader)
+	br.Reset(g)
+	defer func() {
+		br.Reset(nil)
+		readerPool.Put(br)
+	}()
 	// An mbox "From " line before the header is no header field.
 	if b, err := br.Peek(5); err == nil && string(b) == "From " {
 		if _, err := br.ReadSlice('\n'); err != nil && !errors.Is(err, bufio.ErrBufferFull) {
@@ -75,6 +82,9 @@ func parse(r io.Reader) (*Report, *collector, error) {
 	}
 	return analyze(c), c, nil
 }
+
+// readerPool keeps the buffered readers of Parse between calls.
+var readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 16<<10) }}
 
 // isMalformed tells a syntax error of go-message's header reader from an
 // I/O error.
@@ -250,6 +260,31 @@ func (g *guard) Read(p []byte) (int, error) {
 		}
 	}
 	for i := 0; i < n; i++ {
+		if !g.header {
+			// Fast path outside headers: jump to the end of the line.
+			k := bytes.IndexByte(p[i:n], '\n')
+			seg := k
+			if k < 0 {
+				seg = n - i
+			}
+			if g.line+seg < maxLineBytes {
+				for j := 0; j < seg && g.line+j < 2; j++ {
+					if p[i+j] == '-' && g.dash == g.line+j {
+						g.dash++
+					}
+				}
+				if k < 0 {
+					g.line += seg
+					break
+				}
+				if g.dash == 2 {
+					g.header, g.hbytes = true, 0
+				}
+				g.line, g.dash, g.cr = 0, 0, false
+				i += k
+				continue
+			}
+		}
 		b := p[i]
 		if b == '\n' {
 			if g.header && g.line == 0 {
