@@ -86,7 +86,17 @@ type Recipient struct {
 	Enhanced string `json:"enhanced,omitempty"`
 	Text     string `json:"text,omitempty"`
 	Reason   string `json:"reason,omitempty"`
+	// SentAt is when the upstream accepted the message for this recipient;
+	// zero until then, and again after a Resend. A recipient the upstream
+	// took is never delivered again, even when a delay DSN later makes its
+	// status "delayed".
+	SentAt time.Time `json:"sent_at,omitzero"`
 }
+
+// Pending reports whether the recipient still waits for the upstream to
+// accept it: scheduled or delayed, and not yet sent. A recipient delayed by
+// a DSN after it was sent is not pending.
+func (r *Recipient) Pending() bool { return r.Status.Pending() && r.SentAt.IsZero() }
 
 // OutcomeKind is what the upstream did with one recipient in one attempt.
 type OutcomeKind string
@@ -214,8 +224,8 @@ func (a *Answer) Seq() int64 { return int64(len(a.Events)) }
 
 // Queued reports whether any recipient still waits for the upstream.
 func (a *Answer) Queued() bool {
-	for _, r := range a.Recipients {
-		if r.Status.Pending() {
+	for i := range a.Recipients {
+		if a.Recipients[i].Pending() {
 			return true
 		}
 	}
@@ -236,8 +246,8 @@ func (a *Answer) Awaiting() bool {
 // PendingRecipients returns the addresses a worker should deliver to.
 func (a *Answer) PendingRecipients() []string {
 	var out []string
-	for _, r := range a.Recipients {
-		if r.Status.Pending() {
+	for i := range a.Recipients {
+		if r := &a.Recipients[i]; r.Pending() {
 			out = append(out, r.Address)
 		}
 	}

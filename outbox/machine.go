@@ -42,7 +42,7 @@ func NewAnswer(id, sender string, recipients []string, now time.Time) (*Answer, 
 func (a *Answer) ApplyAttempt(att Attempt, now time.Time) ([]Event, error) {
 	for _, o := range att.Outcomes {
 		r := a.recipient(o.Address)
-		if r == nil || !r.Status.Pending() {
+		if r == nil || !r.Pending() {
 			return nil, fmt.Errorf("%w: attempt outcome for %q which is not pending", ErrIllegalTransition, o.Address)
 		}
 		if o.Kind != OutcomeSent && o.Kind != OutcomeTemporary && o.Kind != OutcomePermanent {
@@ -63,7 +63,7 @@ func (a *Answer) ApplyAttempt(att Attempt, now time.Time) ([]Event, error) {
 		r.Code, r.Enhanced, r.Text = o.Code, o.Enhanced, o.Text
 		switch o.Kind {
 		case OutcomeSent:
-			r.Status, r.Since = StatusSent, now
+			r.Status, r.Since, r.SentAt = StatusSent, now, now
 		case OutcomePermanent:
 			r.Status, r.Since, r.Reason = StatusNotDelivered, now, o.Reason
 			reason = o.Reason
@@ -182,7 +182,7 @@ func (a *Answer) Resend(now time.Time) ([]Event, error) {
 	for i := range a.Recipients {
 		if r := &a.Recipients[i]; r.Status == StatusNotDelivered {
 			r.Status, r.Since, r.Reason = StatusScheduled, now, ""
-			r.Code, r.Enhanced, r.Text = 0, "", ""
+			r.Code, r.Enhanced, r.Text, r.SentAt = 0, "", "", time.Time{}
 			n++
 		}
 	}

@@ -67,8 +67,9 @@ func (s Status) Valid() bool {
 // Label is the text the indicator shows agents, such as "Answer sent".
 func (s Status) Label() string { return labels[s] }
 
-// Pending reports whether a recipient in status s still waits for the
-// upstream to accept it, and so keeps its answer in the delivery queue.
+// Pending reports whether a recipient in status s may still wait for the
+// upstream to accept it. A delayed recipient waits only if the upstream has
+// not taken it yet: Recipient.Pending tells the two apart.
 func (s Status) Pending() bool { return s == StatusScheduled || s == StatusDelayed }
 
 // CanTransition reports whether a recipient may move from one status to
