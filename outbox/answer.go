@@ -122,10 +122,10 @@ type RecipientOutcome struct {
 
 // Attempt is one delivery attempt of an answer to an upstream server.
 type Attempt struct {
-	Number    int           `json:"number"`
-	StartedAt time.Time     `json:"started_at"`
-	Duration  time.Duration `json:"duration_ns"`
-	Upstream  string        `json:"upstream"`
+	Number    int                `json:"number"`
+	StartedAt time.Time          `json:"started_at"`
+	Duration  time.Duration      `json:"duration_ns"`
+	Upstream  string             `json:"upstream"`
 	Outcomes  []RecipientOutcome `json:"outcomes"`
 	// Error is the connection-level error, if the attempt failed before
 	// any recipient got a reply.
@@ -152,9 +152,9 @@ type Report struct {
 	// ID identifies the report; the same bounce ingested twice has the same
 	// ID (intake derives it from the content), so recording it twice is
 	// detected.
-	ID           string       `json:"id"`
-	ReceivedAt   time.Time    `json:"received_at"`
-	Source       ReportSource `json:"source"`
+	ID         string       `json:"id"`
+	ReceivedAt time.Time    `json:"received_at"`
+	Source     ReportSource `json:"source"`
 	// Kind is "dsn", "feedback" (RFC 5965 ARF), "autoreply" (RFC 3834) or
 	// "upstream".
 	Kind         string            `json:"kind"`
