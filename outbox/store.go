@@ -84,7 +84,9 @@ type Store interface {
 	// in memory, and its answer.scheduled event. When Accept returns nil
 	// the answer is durable (the relay may say 250) and due for delivery;
 	// on error nothing of it is visible, and any partial body is removed
-	// or expires by itself. An existing id is ErrExists.
+	// or expires by itself. An existing id is ErrExists. The stored
+	// record's Size is the number of body bytes read: the relay streams the
+	// message and cannot know it beforehand.
 	Accept(ctx context.Context, a *Answer, body io.Reader) error
 	// Body streams the stored message of an answer.
 	Body(ctx context.Context, id string) (io.ReadCloser, error)
