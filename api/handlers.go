@@ -125,19 +125,17 @@ func (s *Server) getReport(c echo.Context) error {
 			raw, err = s.store.ReportRaw(c.Request().Context(), a.ID, r.ID)
 			switch {
 			case errors.Is(err, outbox.ErrNotFound):
-				raw = nil
+				raw = nil // an engine may drop a raw message; the parsed report stands
 			case err != nil:
 				return s.storeProblem(c, err, "answer", a.ID)
 			}
 		}
-		d := withRaw(parsedReport(r), raw)
-		v.Reports = append(v.Reports, d)
-		if i == main {
-			v.Report = &v.Reports[len(v.Reports)-1]
-			v.Explanation = explain(r)
-		}
+		v.Reports = append(v.Reports, withRaw(parsedReport(r), raw))
 	}
-	// v.Report points into v.Reports, which no longer grows.
+	// Reports is newest first, so the report at index main is at
+	// len-1-main.
+	v.Report = &v.Reports[len(a.Reports)-1-main]
+	v.Explanation = explain(a.Reports[main])
 	return reply(c, http.StatusOK, v)
 }
 
@@ -146,11 +144,11 @@ func (s *Server) postResend(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	a, err = s.store.Resend(c.Request().Context(), a.ID)
+	after, err := s.store.Resend(c.Request().Context(), a.ID)
 	if err != nil {
-		return s.storeProblem(c, err, "answer", c.Param("id"))
+		return s.storeProblem(c, err, "answer", a.ID)
 	}
-	return reply(c, http.StatusOK, s.indicator(a))
+	return reply(c, http.StatusOK, s.indicator(after))
 }
 
 // pageParams reads cursor and limit, adding any invalid one to errs.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"time"
 
 	"github.com/labstack/echo/v4"
 
@@ -103,7 +104,7 @@ func (s *Server) gone(id string) *Problem {
 		id, retentionText(s.retention))
 }
 
-func retentionText(d interface{ Hours() float64 }) string {
+func retentionText(d time.Duration) string {
 	days := d.Hours() / 24
 	if days == float64(int64(days)) {
 		if days == 1 {
