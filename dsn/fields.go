@@ -13,6 +13,7 @@ type rcpt struct {
 	remoteMTA string
 	reason    string // set by a format rule that knows better than the text
 	command   string // the SMTP command the error answered, when known
+	context   string // what the human-readable text says about the recipient
 }
 
 // statusReport is the content of a message/delivery-status part.
@@ -125,5 +126,10 @@ func typedAddr(v string) string {
 	if a := firstAddr(v); a != "" {
 		return a
 	}
-	return strings.Trim(strings.TrimSpace(v), "<>")
+	// Not an Internet address (X.400 and the like): its first word, as
+	// written.
+	if f := strings.Fields(v); len(f) > 0 {
+		return strings.Trim(f[0], "<>")
+	}
+	return ""
 }

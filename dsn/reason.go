@@ -189,8 +189,8 @@ var phrases = map[string][]string{
 		"is not compliant with rfc", "missing date header", "missing message-id", "header is missing"},
 	ReasonBadReputation: {"reputation", "sender score", "poor reputation", "low reputation",
 		"ip address has a bad", "temporarily deferred due to unexpected volume"},
-	ReasonContentError: {"header error", "message header", "improper use of 8-bit data", "headers are invalid",
-		"invalid header", "illegal header", "malformed header", "mime", "message is not rfc", "content error",
+	ReasonContentError: {"message header", "improper use of 8-bit data", "headers are invalid",
+		"invalid header", "illegal header", "malformed header", "message is not rfc", "content error",
 		"charset", "encoding error", "line too long", "header too long"},
 	ReasonRejected: {
 		"sender rejected", "sender address rejected", "sender denied", "domain of sender address",
@@ -202,14 +202,13 @@ var phrases = map[string][]string{
 	ReasonHostUnknown: {
 		"host unknown", "unknown host", "host not found", "domain not found", "no such domain",
 		"domain does not exist", "name or service not known", "unrouteable mail domain", "unknown domain",
-		"domain is not", "no mx", "host or domain name not found", "hostname not found", "invalid domain",
-		"domain name not found", "domain unknown", "unknown mail domain", "name service error",
-		"dns error", "unresolvable host", "mail domain", "recipient domain", "recipient address domain",
+		"domain is not", "host or domain name not found", "hostname not found", "invalid domain",
+		"domain name not found", "domain unknown", "unknown mail domain", "unresolvable host", "mail domain", "recipient domain", "recipient address domain",
 		"nonexistent domain", "no route to host", "domain isn't in my list", "bad destination system address",
 	},
 	ReasonSpamDetected: {
 		"spam", "junk mail", "bulk mail", "unsolicited", "message classified as", "high probability of",
-		"score too high", "phishing", "looks like spam", "content rejected as", "blocked by policy: spam",
+		"score too high", "phishing", "ube,", "content rejected", "blacklisted url", "looks like spam", "content rejected as", "blocked by policy: spam",
 		"spam score", "classified as spam",
 	},
 	ReasonSpeeding: {"rate limit", "too fast", "sending rate", "exceeded the rate", "rate-limit",
@@ -219,32 +218,32 @@ var phrases = map[string][]string{
 		"connection limit", "too many smtp sessions", "too many sessions", "maximum number of connections",
 		"too many hosts", "connections from your", "too many open"},
 	ReasonBlocked: {
-		"blocked", "access denied", "client host rejected", "connection rejected", "connection refused",
+		"access denied", "client host rejected", "connection rejected", "connection refused",
 		"not allowed to send from", "dynamic ip", "dial-up", "dialup", "residential",
 		"please use the smtp server of your isp", "smtp server of your isp", "use your isp", "your ip",
 		"your host", "blacklisted", "black list", "block list", "blocklist", "spamhaus", "spamcop", "sorbs",
-		"banned", "listed in", "listed at", "listed on", "not authorized to send", "rejected for policy reasons",
+		"banned", "listed in", "listed at", "listed on", "not authorized to send",
 		"has been temporarily rate limited", "refused to talk to me", "host rejected", "ip rejected",
 		"connections not accepted from", "bad reputation", "poor reputation", "invalid helo",
 		"helo command rejected", "reverse dns", "hostname lookup failed",
 	},
 	ReasonVirusDetected: {"virus", "malware", "infected", "trojan", "worm", "harmful", "executable",
 		"attachment type", "banned attachment"},
-	ReasonPolicyViolation: {"policy", "violat", "not allowed by", "prohibited", "restricted",
+	ReasonPolicyViolation: {"rejected for policy reasons", "blocked because its content", "header error", "policy", "violat", "not allowed by", "prohibited", "restricted",
 		"message not allowed", "administrative prohibition", "local policy", "domain policy",
 		"security policy", "organization", "this message has been blocked", "because of its content",
 		"attachment", "not permitted"},
 	ReasonSystemError: {"system error", "internal error", "server error", "local error", "temporary failure",
 		"temporary error", "system failure", "server failure", "configuration error", "loop", "misconfigur",
 		"service unavailable", "out of memory", "unavailable", "unable to", "connection closed", "lost connection", "i/o error", "deferred", "resources",
-		"internal server", "processing error", "routing error", "unexpected", "too many hops",
-		"mail loop", "hop count exceeded", "problem"},
-	ReasonNetworkError: {"network", "connection", "could not connect", "unable to connect", "dns",
-		"no route", "unreachable", "name server", "lookup", "mx record",
-		"host is down", "could not be contacted", "no answer"},
+		"internal server", "processing error", "routing error",
+		"problem"},
+	ReasonNetworkError: {"name service error", "dns error", "name server", "lookup failure", "hop count",
+		"routing loop", "too many hops", "lost connection", "could not connect", "unable to connect",
+		"host is down", "could not be contacted", "mail loop"},
 	ReasonSystemFull: {"system full", "disk full", "out of disk", "no space left", "insufficient system storage",
 		"disk is full", "system storage", "file system full", "insufficient storage"},
-	ReasonNotAccept: {"does not accept mail", "not accept mail", "does not accept email", "null mx",
+	ReasonNotAccept: {"no mx", "mail exchanger", "doesn't receive email", "no smtp service", "does not accept mail", "not accept mail", "does not accept email", "null mx",
 		"no mail service", "does not receive mail", "not accepting mail", "accepts no mail",
 		"mail is not accepted", "domain does not accept"},
 	ReasonExpired: {"expired", "timed out", "timeout exceeded", "unable to deliver this message after",
@@ -275,8 +274,9 @@ var phrases = map[string][]string{
 var firstOrder = []string{
 	ReasonMailboxFull, ReasonMesgTooBig, ReasonExceedLimit, ReasonSuspend, ReasonHasMoved,
 	ReasonNoRelaying, ReasonAuthFailure, ReasonUserUnknown, ReasonFiltered, ReasonRequirePTR,
-	ReasonNotCompliantRFC, ReasonBadReputation, ReasonContentError, ReasonRejected, ReasonHostUnknown,
-	ReasonSpamDetected, ReasonSpeeding, ReasonTooManyConn, ReasonBlocked,
+	ReasonNotCompliantRFC, ReasonBadReputation, ReasonContentError, ReasonRejected, ReasonNetworkError,
+	ReasonNotAccept, ReasonHostUnknown, ReasonSpamDetected, ReasonSpeeding, ReasonTooManyConn,
+	ReasonBlocked,
 }
 
 // secondOrder is the order of the second pass: diagnostic texts that only
@@ -417,6 +417,7 @@ func commandOf(text string) string {
 		{"rcpt to", "RCPT"}, {"rcpt command", "RCPT"}, {"after rcpt", "RCPT"}, {">>> rcpt", "RCPT"},
 		{"mail from", "MAIL"}, {"mail command", "MAIL"}, {"after mail", "MAIL"}, {">>> mail", "MAIL"},
 		{"end of data", "DATA"}, {"after data", "DATA"}, {"data command", "DATA"}, {">>> data", "DATA"},
+		{"smtp:rcpt", "RCPT"}, {"rcpt_to", "RCPT"}, {"in reply to rcpt", "RCPT"},
 		{"ehlo", "EHLO"}, {"helo", "HELO"}, {"starttls", "STARTTLS"},
 	} {
 		if i := strings.LastIndex(l, c.phrase); i > at {
@@ -468,6 +469,9 @@ func finish(r *rcpt, errText string) Recipient {
 	r.action = action
 	if r.command == "" {
 		r.command = commandOf(diag)
+	}
+	if r.command == "" {
+		r.command = commandOf(r.context)
 	}
 	reason := classify(r, status)
 	if status == "" {

@@ -268,8 +268,11 @@ func mergeScan(rs []*rcpt, scan []*rcpt) {
 		if s == nil && len(rs) == 1 && len(scan) == 1 {
 			s = scan[0]
 		}
-		if s != nil && r.diag == "" {
-			r.diag = s.diag
+		if s != nil {
+			r.context = s.diag
+			if r.diag == "" {
+				r.diag = s.diag
+			}
 		}
 	}
 }
