@@ -34,9 +34,7 @@ func analyze(c *collector) *Report {
 		returned = retText
 	}
 	rh := readLooseHeader(returned)
-	for _, f := range rh {
-		rep.ReturnedHeaders = append(rep.ReturnedHeaders, f)
-	}
+	rep.ReturnedHeaders = append(rep.ReturnedHeaders, rh...)
 	rep.MessageID = strings.Trim(strings.TrimSpace(headerValue(rh, "Message-Id")), "<>")
 	rep.Tag = strings.TrimSpace(headerValue(rh, "X-Answer-Relay-Id"))
 	rep.VERP = verp(top)
@@ -70,6 +68,7 @@ func analyze(c *collector) *Report {
 			rep.ReportingMTA = reportingMTA(top)
 		}
 		group := strings.Contains(strings.ToLower(top.Get("X-Failed-Recipients")), "@googlegroups.")
+		temporary := isTemporary(errText)
 		for _, r := range rcpts {
 			if group && r.reason == "" {
 				// Google Groups refuses posts from non-members and to
@@ -77,7 +76,7 @@ func analyze(c *collector) *Report {
 				// refused.
 				r.reason = ReasonRejected
 			}
-			rep.Recipients = append(rep.Recipients, finish(r, errText))
+			rep.Recipients = append(rep.Recipients, finish(r, temporary))
 		}
 		return rep
 	}

@@ -288,17 +288,6 @@ var secondOrder = []string{
 	ReasonFailedSTARTTLS, ReasonSecurityError, ReasonSuppressed, ReasonMailerError,
 }
 
-// strong are the reasons of the first pass that a phrase alone decides;
-// the others need the phrase in a reply to the right SMTP command or a
-// status code of their own.
-var strong = map[string]bool{
-	ReasonMailboxFull: true, ReasonMesgTooBig: true, ReasonExceedLimit: true, ReasonSuspend: true,
-	ReasonHasMoved: true, ReasonNoRelaying: true, ReasonAuthFailure: true, ReasonUserUnknown: true,
-	ReasonFiltered: true, ReasonRequirePTR: true, ReasonNotCompliantRFC: true, ReasonBadReputation: true,
-	ReasonRejected: true, ReasonHostUnknown: true, ReasonSpamDetected: true, ReasonSpeeding: true,
-	ReasonTooManyConn: true,
-}
-
 // has reports whether the lower-case text d contains a phrase of reason.
 func has(reason, d string) bool {
 	for _, p := range phrases[reason] {
@@ -441,8 +430,9 @@ func hard(reason, status, reply string) bool {
 
 // finish completes a recipient record: status and reply code from the
 // diagnostic where the fields lack them, the reason and the hard flag.
-func finish(r *rcpt, errText string) Recipient {
-	diag := squeeze(r.diag)
+func finish(r *rcpt, temporary bool) Recipient {
+	diag := clip(squeeze(r.diag))
+	r.context = clip(r.context)
 	r.diag = diag
 	reply := findReplyCode(diag)
 	status := r.status
@@ -460,7 +450,7 @@ func finish(r *rcpt, errText string) Recipient {
 		case strings.HasPrefix(status, "2"):
 			action = "delivered"
 		case strings.HasPrefix(status, "4") || status == "" && strings.HasPrefix(reply, "4") ||
-			status == "" && reply == "" && isTemporary(errText):
+			status == "" && reply == "" && temporary:
 			action = "delayed"
 		default:
 			action = "failed"

@@ -185,7 +185,7 @@ func scanText(text string, top textproto.Header, rh []Field) []*rcpt {
 				b.WriteString(strings.TrimSpace(ls[j]))
 			}
 		}
-		diag := squeeze(b.String())
+		diag := clip(squeeze(b.String()))
 		key := strings.ToLower(a.addr)
 		if r, ok := byAddr[key]; ok {
 			if diag != "" && !strings.Contains(r.diag, diag) {
@@ -197,11 +197,12 @@ func scanText(text string, top textproto.Header, rh []Field) []*rcpt {
 		byAddr[key] = r
 		out = append(out, r)
 	}
+	whole := clip(squeeze(text))
 	if len(out) == 0 {
 		for _, v := range top.Values("X-Failed-Recipients") {
 			for _, a := range findAddrs(v) {
 				if byAddr[strings.ToLower(a.addr)] == nil {
-					r := &rcpt{address: a.addr, diag: squeeze(text)}
+					r := &rcpt{address: a.addr, diag: whole}
 					byAddr[strings.ToLower(a.addr)] = r
 					out = append(out, r)
 				}
@@ -212,14 +213,14 @@ func scanText(text string, top textproto.Header, rh []Field) []*rcpt {
 		// Any address in the error text that is not the sender's.
 		for _, a := range findAddrs(text) {
 			if !excl[strings.ToLower(a.addr)] && !isDaemon(a.addr) {
-				out = append(out, &rcpt{address: a.addr, diag: squeeze(text)})
+				out = append(out, &rcpt{address: a.addr, diag: whole})
 				break
 			}
 		}
 	}
 	if len(out) == 0 && strings.TrimSpace(text) != "" {
 		if a := firstAddr(headerValue(rh, "To")); a != "" {
-			out = append(out, &rcpt{address: a, diag: squeeze(text)})
+			out = append(out, &rcpt{address: a, diag: whole})
 		}
 	}
 	return out
@@ -289,4 +290,19 @@ func leadInEnd(lead string) bool {
 		}
 	}
 	return false
+}
+
+// maxDiagBytes bounds the diagnostic kept per recipient.
+const maxDiagBytes = 4 << 10
+
+// clip cuts s to maxDiagBytes at a character boundary.
+func clip(s string) string {
+	if len(s) <= maxDiagBytes {
+		return s
+	}
+	i := maxDiagBytes
+	for i > 0 && s[i]&0xC0 == 0x80 {
+		i--
+	}
+	return s[:i]
 }

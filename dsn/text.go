@@ -28,6 +28,7 @@ func latin1(s string) string {
 func stripHTML(s string) string {
 	var b strings.Builder
 	b.Grow(len(s))
+	lower := asciiLower(s)
 	for i := 0; i < len(s); {
 		c := s[i]
 		if c == '<' {
@@ -35,7 +36,7 @@ func stripHTML(s string) string {
 			if j < 0 {
 				break
 			}
-			tag := strings.ToLower(s[i+1 : i+j])
+			tag := lower[i+1 : i+j]
 			if strings.HasPrefix(tag, "br") || strings.HasPrefix(tag, "p") || strings.HasPrefix(tag, "/p") ||
 				strings.HasPrefix(tag, "div") || strings.HasPrefix(tag, "/div") || strings.HasPrefix(tag, "tr") ||
 				strings.HasPrefix(tag, "/tr") || strings.HasPrefix(tag, "li") || strings.HasPrefix(tag, "/h") {
@@ -45,7 +46,7 @@ func stripHTML(s string) string {
 			}
 			if strings.HasPrefix(tag, "style") || strings.HasPrefix(tag, "script") || strings.HasPrefix(tag, "head") {
 				end := "</" + strings.Fields(tag + " x")[0] + ">"
-				k := strings.Index(strings.ToLower(s[i:]), end)
+				k := strings.Index(lower[i:], end)
 				if k > 0 {
 					i += k + len(end)
 					continue
@@ -135,15 +136,6 @@ func firstAddr(s string) string {
 	return ""
 }
 
-// unfold joins continuation lines of s.
-func unfold(s string) string {
-	if !strings.Contains(s, "\n ") && !strings.Contains(s, "\n\t") {
-		return s
-	}
-	s = strings.ReplaceAll(s, "\n\t", " ")
-	return strings.ReplaceAll(s, "\n ", " ")
-}
-
 // squeeze collapses runs of white space to one space and trims s.
 func squeeze(s string) string {
 	return strings.Join(strings.Fields(s), " ")
@@ -212,3 +204,14 @@ func isDigit(c byte) bool { return c >= '0' && c <= '9' }
 
 // lines splits s into lines without their line breaks.
 func lines(s string) []string { return strings.Split(s, "\n") }
+
+// asciiLower lower-cases the ASCII letters of s, keeping every byte offset.
+func asciiLower(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if c >= 'A' && c <= 'Z' {
+			b[i] = c + 32
+		}
+	}
+	return string(b)
+}
