@@ -1,0 +1,27 @@
+-- accept.lua: store a new answer, its body, its reference indexes and its
+-- answer.scheduled event (Store.Accept).
+--
+-- KEYS: 1..13 the common block (prelude.lua); 14 body string;
+--       15 temporary body key (used when ARGV mode is "tmp");
+--       16.. reference index zsets (idx:<key>:<value>, ticket included)
+-- ARGV: 1..12+n the common block (ARGV[2] is ignored: there is no old
+--       version); 13+n mode: "inline" or "tmp"; 14+n the body when inline
+-- Returns: "OK"; "EXISTS" when the id is taken (or was, and expired);
+--          "NOBODY" when the temporary body is gone (its TTL ran out).
+if replayed() then return 'OK' end
+if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('EXISTS', KEYS[2]) == 1 then
+  return 'EXISTS'
+end
+local x = 13 + tonumber(ARGV[12])
+if ARGV[x] == 'tmp' then
+  if redis.call('EXISTS', KEYS[15]) == 0 then return 'NOBODY' end
+  redis.call('RENAME', KEYS[15], KEYS[14])
+  redis.call('PERSIST', KEYS[14])
+else
+  redis.call('SET', KEYS[14], ARGV[x + 1])
+end
+for i = 16, #KEYS do
+  redis.call('ZADD', KEYS[i], 0, ARGV[9])
+end
+commit()
+return 'OK'
