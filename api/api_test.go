@@ -334,6 +334,10 @@ func TestProblems(t *testing.T) {
 			{"malformed status code text", "GET", "/api/v1/status-codes/user-unknown", RoleAgent, nil, 400, "invalid-request", []string{"code"}},
 			{"bad limit", "GET", "/api/v1/outbox?limit=0", RoleOwner, nil, 400, "invalid-request", []string{"limit"}},
 			{"bad filters", "GET", "/api/v1/outbox?status=lost&accepted_from=yesterday&limit=501", RoleOwner, nil, 400, "invalid-request", []string{"status", "accepted_from", "limit"}},
+			// (The embedded store's List takes any cursor as a position, so
+			// a bad outbox cursor is not checked here.)
+			{"bad dead-letter cursor", "GET", "/api/v1/webhooks/dead-letters?cursor=not-a-cursor", RoleOwner, nil, 400, "invalid-request", []string{"cursor"}},
+			{"bad unmatched cursor", "GET", "/api/v1/reports/unmatched?cursor=not-a-cursor", RoleOwner, nil, 400, "invalid-request", []string{"cursor"}},
 			{"empty bounce", "POST", "/api/v1/reports", RoleService, []byte{}, 400, "invalid-request", []string{"body"}},
 			{"unreadable bounce", "POST", "/api/v1/reports", RoleService, []byte("hello"), 422, "unreadable-report", nil},
 			{"nothing to resend", "POST", "/api/v1/answers/" + queued.ID + "/resend", RoleOwner, nil, 409, "illegal-transition", nil},
