@@ -110,6 +110,10 @@ func (s *session) dataFailed(log *slog.Logger, in *readErr, err error) error {
 		s.r.metrics.Rejected.WithLabelValues("too_large").Inc()
 		log.Info("smtp message refused: too large", "err", err)
 		return errTooLarge
+	case errors.Is(err, smtp.ErrTooLongLine) || errors.Is(in.err, smtp.ErrTooLongLine):
+		s.r.metrics.Rejected.WithLabelValues("bad_message").Inc()
+		log.Info("smtp message refused: line too long")
+		return errLineTooLong
 	}
 	log.Info("smtp message not received", "err", err)
 	return errTryLater

@@ -22,6 +22,7 @@ import (
 	"github.com/answer-relay/answer-relay/internal/redistest"
 	"github.com/answer-relay/answer-relay/internal/smtptest"
 	"github.com/answer-relay/answer-relay/outbox"
+	"github.com/answer-relay/answer-relay/outbox/embedstore"
 	"github.com/answer-relay/answer-relay/outbox/redisstore"
 )
 
@@ -74,10 +75,19 @@ func newEnv(t *testing.T) *env {
 
 func openStore(t *testing.T, rs *redistest.Server, clock *fakeClock) outbox.Store {
 	t.Helper()
-	st, err := redisstore.New(rs.Client(), redisstore.Options{Clock: clock.Now})
-	if err != nil {
-		t.Fatalf("redisstore: %v", err)
+	var st outbox.Store
+	var err error
+	if os.Getenv("RELAY_TEST_STORE") == "embedded" {
+		// For a quick run without Redis semantics; the tests' default and
+		// the one that counts is Redis.
+		st, err = embedstore.Open(filepath.Join(t.TempDir(), "outbox.db"), embedstore.Options{Clock: clock.Now})
+	} else {
+		st, err = redisstore.New(rs.Client(), redisstore.Options{Clock: clock.Now})
 	}
+	if err != nil {
+		t.Fatalf("open store: %v", err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
 	return st
 }
 

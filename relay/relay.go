@@ -240,6 +240,11 @@ func (r *Relay) Run(ctx context.Context) error {
 		_ = r.server.Close()
 	}
 	cancel()
+	// A Serve that started after Shutdown would not know of it: closing
+	// the listeners ends every Serve.
+	for _, l := range r.listeners {
+		_ = l.Close()
+	}
 	r.cancelBase()
 	serving.Wait()
 

@@ -272,6 +272,9 @@ func TestAuthNeedsTLS(t *testing.T) {
 // TestStoreDown451: with Redis killed the relay answers 451 4.3.0 and,
 // once Redis is back, has kept nothing of the refused message.
 func TestStoreDown451(t *testing.T) {
+	if os.Getenv("RELAY_TEST_STORE") == "embedded" {
+		t.Skip("needs Redis")
+	}
 	e := newEnv(t)
 	e.up = smtptest.Start(t, smtptest.Options{})
 	e.startRelay(testConfig(e.up.Addr))
@@ -440,7 +443,7 @@ func TestLimits(t *testing.T) {
 	e := newEnv(t)
 	e.up = smtptest.Start(t, smtptest.Options{})
 	cfg := testConfig(e.up.Addr)
-	cfg.SMTP.MaxMessageBytes = 2000
+	cfg.SMTP.MaxMessageBytes = 5000
 	cfg.SMTP.MaxRecipients = 2
 	e.startRelay(cfg)
 
@@ -448,9 +451,13 @@ func TestLimits(t *testing.T) {
 	if smtpCode(s.err) != 452 {
 		t.Errorf("third recipient: %v, want 452", s.err)
 	}
-	s = submit(t, e.addr(), nil, "a@helpdesk.test", []string{"1@example.com"}, message()+strings.Repeat("x", 3000)+"\r\n")
+	s = submit(t, e.addr(), nil, "a@helpdesk.test", []string{"1@example.com"}, message()+strings.Repeat(strings.Repeat("x", 70)+"\r\n", 80))
 	if smtpCode(s.err) != 552 {
 		t.Errorf("big message: %v, want 552", s.err)
+	}
+	s = submit(t, e.addr(), nil, "a@helpdesk.test", []string{"1@example.com"}, "Subject: x\r\n\r\n"+strings.Repeat("x", 2100)+"\r\n")
+	if smtpCode(s.err) != 554 {
+		t.Errorf("long line: %v, want 554", s.err)
 	}
 	page, err := e.store.List(context.Background(), outbox.Filter{})
 	if err != nil {

@@ -109,6 +109,7 @@ type Server struct {
 	data     *Action
 	msgs     []Message
 	conns    int
+	connNo   map[*smtp.Conn]int
 	attempts map[string]int // RCPT commands per address
 	notify   chan struct{}
 }
@@ -126,7 +127,7 @@ func Start(t testing.TB, opts Options) *Server {
 
 // New starts a server on 127.0.0.1; Close stops it.
 func New(opts Options) (*Server, error) {
-	s := &Server{opts: opts, rcpt: map[string]Action{}, attempts: map[string]int{}, notify: make(chan struct{}, 1)}
+	s := &Server{opts: opts, rcpt: map[string]Action{}, attempts: map[string]int{}, connNo: map[*smtp.Conn]int{}, notify: make(chan struct{}, 1)}
 	srv := smtp.NewServer(s)
 	srv.Domain = "upstream.test"
 	srv.AllowInsecureAuth = true
@@ -193,7 +194,7 @@ func (s *Server) Messages() []Message {
 	return append([]Message(nil), s.msgs...)
 }
 
-// Connections counts the connections accepted so far.
+// Connections counts the connections that said EHLO so far.
 func (s *Server) Connections() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -248,13 +249,17 @@ func (s *Server) action(addr string) Action {
 
 // NewSession implements smtp.Backend.
 func (s *Server) NewSession(c *smtp.Conn) (smtp.Session, error) {
+	s.mu.Lock()
+	n, ok := s.connNo[c]
+	if !ok {
+		s.conns++
+		n = s.conns
+		s.connNo[c] = n
+	}
+	s.mu.Unlock()
 	if s.opts.RefuseSession != nil {
 		return nil, s.opts.RefuseSession
 	}
-	s.mu.Lock()
-	s.conns++
-	n := s.conns
-	s.mu.Unlock()
 	_, isTLS := c.TLSConnectionState()
 	return &session{s: s, c: c, conn: n, tls: isTLS}, nil
 }
