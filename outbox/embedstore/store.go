@@ -56,6 +56,9 @@ func Open(path string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: embedstore: open %s: %w", outbox.ErrUnavailable, path, err)
 	}
+	// Writers that come together share one commit and one fsync; a lone
+	// writer waits at most batchDelay for company.
+	db.MaxBatchDelay = batchDelay
 	s := &Store{db: db, clock: opts.Clock}
 	if s.clock == nil {
 		s.clock = time.Now
@@ -143,11 +146,19 @@ func (s *Store) view(ctx context.Context, fn func(*bolt.Tx) error) error {
 	return wrap(s.db.View(fn))
 }
 
+// batchDelay bounds how long a write waits to be committed together with
+// others (bbolt's DB.Batch).
+const batchDelay = time.Millisecond
+
+// update runs fn in a read-write transaction, batched with concurrent
+// writers by bbolt's DB.Batch. fn may run more than once (bbolt re-runs
+// the functions of a batch in which one failed), so it must set its
+// results afresh on each run.
 func (s *Store) update(ctx context.Context, fn func(*bolt.Tx) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	return wrap(s.db.Update(fn))
+	return wrap(s.db.Batch(fn))
 }
 
 // token returns a fresh random token for a lease, claim or body key.
