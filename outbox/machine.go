@@ -38,8 +38,11 @@ func NewAnswer(id, sender string, recipients []string, now time.Time) (*Answer, 
 // It returns the events of the change.
 //
 // An outcome for a recipient that is not pending, or not on the answer, is
-// ErrIllegalTransition and a is left unchanged.
+// ErrIllegalTransition; an unknown outcome kind, or a recipient left
+// pending without att.NextAttemptAt, is ErrInvalid. Either way a is left
+// unchanged.
 func (a *Answer) ApplyAttempt(att Attempt, now time.Time) ([]Event, error) {
+	final := map[*Recipient]bool{} // recipients this attempt takes out of the queue
 	for _, o := range att.Outcomes {
 		r := a.recipient(o.Address)
 		if r == nil || !r.Pending() {
@@ -47,6 +50,16 @@ func (a *Answer) ApplyAttempt(att Attempt, now time.Time) ([]Event, error) {
 		}
 		if o.Kind != OutcomeSent && o.Kind != OutcomeTemporary && o.Kind != OutcomePermanent {
 			return nil, fmt.Errorf("%w: outcome kind %q", ErrInvalid, o.Kind)
+		}
+		if o.Kind != OutcomeTemporary {
+			final[r] = true
+		}
+	}
+	if att.NextAttemptAt.IsZero() {
+		for i := range a.Recipients {
+			if r := &a.Recipients[i]; r.Pending() && !final[r] {
+				return nil, fmt.Errorf("%w: %s stays pending and the attempt has no next attempt time", ErrInvalid, r.Address)
+			}
 		}
 	}
 	before := len(a.Events)
@@ -82,11 +95,7 @@ func (a *Answer) ApplyAttempt(att Attempt, now time.Time) ([]Event, error) {
 		a.Reports = appendCapped(a.Reports, *report, MaxReportsKept)
 	}
 	if a.Queued() {
-		if att.NextAttemptAt.IsZero() {
-			a.Events = a.Events[:before]
-			return nil, fmt.Errorf("%w: temporary outcome without a next attempt time", ErrInvalid)
-		}
-		a.NextAttemptAt = att.NextAttemptAt
+		a.NextAttemptAt = att.NextAttemptAt // checked above: not zero
 	} else {
 		a.NextAttemptAt = time.Time{}
 	}
