@@ -70,8 +70,24 @@ type session struct {
 }
 
 // localPart is what a bounce address may carry before the @: plain
-// atoms, so %-hacks, source routes and quoted local parts are refused.
+// atoms, so %-hacks, bang paths and quoted local parts are refused.
 var localPart = regexp.MustCompile(`^[A-Za-z0-9._+=-]+$`)
+
+// ours reports whether local is a local part the listener takes mail for:
+// a VERP address (<prefix>+<token>), the bare prefix, or the postmaster and
+// abuse mailboxes (RFC 5321 section 4.5.1, RFC 2142). Anything else in the
+// domain, such as what is left of a source-routed address, is refused.
+func (l *Listener) ours(local string) bool {
+	if !localPart.MatchString(local) {
+		return false
+	}
+	switch lower := strings.ToLower(local); {
+	case lower == "postmaster", lower == "abuse", lower == strings.ToLower(l.cfg.VERPPrefix):
+		return true
+	default:
+		return strings.HasPrefix(lower, strings.ToLower(l.cfg.VERPPrefix)+"+")
+	}
+}
 
 var errNotOurs = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: "Relaying denied"}
 
@@ -79,7 +95,7 @@ func (s *session) Mail(string, *smtp.MailOptions) error { return nil }
 
 func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 	at := strings.LastIndexByte(to, '@')
-	if at <= 0 || !strings.EqualFold(to[at+1:], s.l.cfg.Domain) || !localPart.MatchString(to[:at]) {
+	if at <= 0 || !strings.EqualFold(to[at+1:], s.l.cfg.Domain) || !s.l.ours(to[:at]) {
 		s.l.log.Info("bounce listener refused recipient", "rcpt", to, "remote", s.remote)
 		return errNotOurs
 	}
