@@ -114,8 +114,6 @@ func (k keys) disabledEndpoints() string { return k.global + "ep:disabled" }
 //
 //	1 record  2 tomb  3 due  4 leases  5 age  6 await  7 all
 //	8 st:<old status>  9 st:<new status>  10 ev  11 evs  12 evq  13 evage
-const numAnswerKeys = 13
-
 func (k keys) answerKeys(id string, oldStatus, newStatus outbox.Status) []string {
 	p := k.partition(id)
 	if oldStatus == "" {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"strconv"
 	"time"
@@ -58,48 +59,75 @@ func sortCandidates(cs []candidate) {
 	})
 }
 
-// claimRounds bounds the peek-and-claim rounds of Lease and ClaimEvents
-// when racing callers take the candidates first.
-const claimRounds = 4
+// claimRounds bounds the claim rounds of Lease and ClaimEvents when racing
+// callers take the candidates first; peekRounds bounds how often one call
+// peeks at the queues.
+const claimRounds, peekRounds = 6, 2
 
-// claimBatches runs peek-and-claim rounds: it peeks at the queue key(p),
-// picks the oldest candidates not tried yet, and for each partition among
-// them runs the claim script built by call (with that partition's
-// candidates, oldest first, and its share of the oldest as limit). take
-// decodes one script reply and returns how many items it claimed.
+// claimBatches runs claim rounds. It peeks at the queue key(p) of every
+// partition, picks candidates, and for each partition among them runs the
+// claim script built by call (with that partition's candidates, the picked
+// ones first, and the number picked there as limit). take decodes one script
+// reply and returns how many items it claimed.
+//
+// The first round picks the oldest candidates. A later round means another
+// caller took some of them, so it picks at random among those left: racing
+// callers then spread over the queue instead of all going for the next
+// oldest. Later rounds reuse the first peek while it has candidates left;
+// the scripts check that each is still due.
 func (s *Store) claimBatches(ctx context.Context, max int, key func(int) string, now int64,
 	call func(p int, cs []candidate, limit int) scriptCall, take func(cmd *redis.Cmd) (int, error)) error {
-	got := 0
+	got, peeks := 0, 0
 	tried := map[string]bool{}
-	for range claimRounds {
+	var pool []candidate // peeked, not tried yet, oldest first
+	for round := range claimRounds {
 		need := max - got
 		if need <= 0 {
 			return nil
 		}
-		all, err := s.peek(ctx, key, now, false, need+candidateSlack)
-		if err != nil {
-			return err
-		}
-		var cands []candidate
-		for _, c := range all {
-			if !tried[c.id] {
-				cands = append(cands, c)
+		if len(pool) == 0 {
+			if peeks == peekRounds {
+				return nil
+			}
+			peeks++
+			all, err := s.peek(ctx, key, now, false, need+candidateSlack)
+			if err != nil {
+				return err
+			}
+			for _, c := range all {
+				if !tried[c.id] {
+					pool = append(pool, c)
+				}
+			}
+			if len(pool) == 0 {
+				return nil
 			}
 		}
-		if len(cands) == 0 {
-			return nil
+		picked := pool[:min(need, len(pool))]
+		if round > 0 {
+			picked = slices.Clone(pool)
+			rand.Shuffle(len(picked), func(i, j int) { picked[i], picked[j] = picked[j], picked[i] })
+			picked = picked[:min(need, len(picked))]
 		}
 		quota := map[int]int{}
-		for _, c := range cands[:min(need, len(cands))] {
-			quota[c.p]++
-		}
 		perPart := map[int][]candidate{}
-		for _, c := range cands {
-			if quota[c.p] > 0 {
+		for _, c := range picked {
+			quota[c.p]++
+			perPart[c.p] = append(perPart[c.p], c)
+			tried[c.id] = true
+		}
+		var rest []candidate
+		for _, c := range pool {
+			switch {
+			case tried[c.id]:
+			case quota[c.p] > 0:
 				perPart[c.p] = append(perPart[c.p], c)
 				tried[c.id] = true
+			default:
+				rest = append(rest, c)
 			}
 		}
+		pool = rest
 		var calls []scriptCall
 		for p := range s.k.partitions {
 			if quota[p] > 0 {
