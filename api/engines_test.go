@@ -13,11 +13,11 @@ import (
 // engine opens a fresh, empty store of one kind.
 type engine struct {
 	name string
-	open func(t *testing.T, clock outbox.Clock) outbox.Store
+	open func(t testing.TB, clock outbox.Clock) outbox.Store
 }
 
 var engines = []engine{
-	{"embedded", func(t *testing.T, clock outbox.Clock) outbox.Store {
+	{"embedded", func(t testing.TB, clock outbox.Clock) outbox.Store {
 		s, err := embedstore.Open(filepath.Join(t.TempDir(), "outbox.db"), embedstore.Options{Clock: clock})
 		if err != nil {
 			t.Fatalf("embedstore.Open: %v", err)
@@ -25,7 +25,7 @@ var engines = []engine{
 		t.Cleanup(func() { _ = s.Close() })
 		return s
 	}},
-	{"redis", func(t *testing.T, clock outbox.Clock) outbox.Store {
+	{"redis", func(t testing.TB, clock outbox.Clock) outbox.Store {
 		srv := redistest.Start(t)
 		s, err := redisstore.New(srv.Client(), redisstore.Options{Clock: clock})
 		if err != nil {

@@ -66,7 +66,7 @@ func forEachEngine(t *testing.T, fn func(t *testing.T, e *env)) {
 
 // env is one API server on a real loopback listener over a real store.
 type env struct {
-	t        *testing.T
+	t        testing.TB
 	store    outbox.Store
 	clock    *fakeClock
 	srv      *Server
@@ -76,7 +76,7 @@ type env struct {
 }
 
 // newEnv starts an API server; tweak may change its Deps before New.
-func newEnv(t *testing.T, eng engine, tweak func(*Deps)) *env {
+func newEnv(t testing.TB, eng engine, tweak func(*Deps)) *env {
 	t.Helper()
 	clock := &fakeClock{now: start}
 	store := eng.open(t, clock.Now)
