@@ -21,6 +21,7 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/answer-relay/answer-relay/dsn"
 	"github.com/answer-relay/answer-relay/outbox"
@@ -42,7 +43,7 @@ type Match string
 const (
 	MatchVERP       Match = "verp"
 	MatchEnvelopeID Match = "envelope_id"
-	MatchTag        Match = "tag"
+	MatchTag        Match = "tag_header"
 	MatchMessageID  Match = "message_id"
 	MatchReferences Match = "references"
 	MatchNone       Match = "none"
@@ -114,11 +115,16 @@ type Intake struct {
 	cfg     Config
 	log     *slog.Logger
 	metrics *Metrics
+	clock   outbox.Clock
 }
 
-// NewIntake returns an intake recording into store.
-func NewIntake(cfg Config, store Store, log *slog.Logger, m *Metrics) *Intake {
-	return &Intake{store: store, cfg: cfg, log: log, metrics: m}
+// NewIntake returns an intake recording into store. A nil Metrics counts
+// nothing; a nil clock is time.Now.
+func NewIntake(cfg Config, store Store, log *slog.Logger, m *Metrics, clock outbox.Clock) *Intake {
+	if clock == nil {
+		clock = time.Now
+	}
+	return &Intake{store: store, cfg: cfg, log: log, metrics: m, clock: clock}
 }
 
 // Envelope is what the transport knows about a bounce besides its bytes.
@@ -149,6 +155,7 @@ func (in *Intake) Ingest(ctx context.Context, raw io.Reader, env Envelope) (Resu
 		parsed = &dsn.Report{}
 	}
 	rep := toReport(parsed, env.Source, hex.EncodeToString(h.Sum(nil))[:32])
+	rep.ReceivedAt, rep.RawSize = in.clock(), int64(len(kept.Bytes()))
 	res := Result{ReportID: rep.ID, Kind: parsed.Kind, Recipients: rep.Recipients, MatchedBy: MatchNone}
 
 	a, by, err := in.match(ctx, parsed, env.Recipients)

@@ -61,7 +61,7 @@ func newFixture(t *testing.T, open func(*testing.T, outbox.Clock) outbox.Store) 
 	cfg.Domain, cfg.VERPPrefix = testDomain, "bounce"
 	reg := prometheus.NewRegistry()
 	return &fixture{store: store, clock: clock, reg: reg,
-		intake: NewIntake(cfg, store, slog.New(slog.DiscardHandler), NewMetrics(reg))}
+		intake: NewIntake(cfg, store, slog.New(slog.DiscardHandler), NewMetrics(reg), clock.Now)}
 }
 
 // sentAnswer stores an answer to rcpt with a ticket and message id and
@@ -168,6 +168,9 @@ func TestFailedBounceByEachReference(t *testing.T) {
 				last := got.Events[len(got.Events)-1]
 				if last.Type != outbox.EventTicketReopen || last.Report == nil || last.Report.StatusCode != "5.1.1" || last.TicketID != "T-42" {
 					t.Errorf("reopen event = %+v", last)
+				}
+				if rep := got.Reports[len(got.Reports)-1]; !rep.ReceivedAt.Equal(f.clock.Now()) || rep.RawSize != int64(len(msg)) {
+					t.Errorf("report received at %v (want %v), raw size %d (want %d)", rep.ReceivedAt, f.clock.Now(), rep.RawSize, len(msg))
 				}
 				rawKept, err := f.store.ReportRaw(context.Background(), a.ID, res.ReportID)
 				if err != nil || !bytes.Equal(rawKept, []byte(msg)) {

@@ -1,0 +1,278 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/answer-relay/answer-relay/internal/config"
+	"github.com/answer-relay/answer-relay/internal/smtptest"
+	"github.com/emersion/go-smtp"
+	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
+)
+
+const ownerToken = "owner-token-0123456789"
+
+// receiver is a webhook consumer that verifies every signature with the
+// Standard Webhooks library and records what arrived, in order.
+type receiver struct {
+	t      *testing.T
+	wh     *standardwebhooks.Webhook
+	mu     sync.Mutex
+	events []webhookBody
+}
+
+type webhookBody struct {
+	ID   string `json:"-"`
+	Type string `json:"type"`
+	Data struct {
+		AnswerID string `json:"answer_id"`
+		TicketID string `json:"ticket_id"`
+		Seq      int64  `json:"seq"`
+		Status   string `json:"status"`
+		Note     string `json:"note"`
+		Report   *struct {
+			StatusCode string `json:"status_code"`
+			Reason     string `json:"reason"`
+		} `json:"report"`
+	} `json:"data"`
+}
+
+func newReceiver(t *testing.T, secret string) (*receiver, string) {
+	wh, err := standardwebhooks.NewWebhook(secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc := &receiver{t: t, wh: wh}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		if err := rc.wh.Verify(body, r.Header); err != nil {
+			rc.t.Errorf("webhook signature: %v", err)
+			w.WriteHeader(http.StatusBadRequest)
+			return
+		}
+		var b webhookBody
+		if err := json.Unmarshal(body, &b); err != nil {
+			rc.t.Errorf("webhook body: %v: %s", err, body)
+		}
+		b.ID = r.Header.Get("webhook-id")
+		rc.mu.Lock()
+		rc.events = append(rc.events, b)
+		rc.mu.Unlock()
+	}))
+	t.Cleanup(srv.Close)
+	return rc, srv.URL
+}
+
+func (rc *receiver) forAnswer(id string) []webhookBody {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	var out []webhookBody
+	for _, e := range rc.events {
+		if e.Data.AnswerID == id {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+func newSecret(t *testing.T) string {
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		t.Fatal(err)
+	}
+	return "whsec_" + base64.StdEncoding.EncodeToString(key)
+}
+
+// testConfig is a serve configuration on loopback ports with the embedded
+// store in a temporary directory, delivering to upstream.
+func testConfig(t *testing.T, upstream, webhookURL, secret string) Config {
+	cfg := defaultConfig()
+	cfg.DataDir = t.TempDir()
+	cfg.Relay.SMTP.Listen = "127.0.0.1:0"
+	cfg.Relay.SMTP.AllowNetworks = []string{"127.0.0.1/32"}
+	cfg.Relay.SMTP.Hostname = "relay.test"
+	cfg.Relay.Upstream.Addr = upstream
+	cfg.Relay.Upstream.TLS = "none"
+	cfg.Relay.Delivery.PollInterval = 50 * time.Millisecond
+	cfg.Bounce.Listen = "127.0.0.1:0"
+	cfg.Bounce.Domain = "bounces.test"
+	cfg.API.Listen = "127.0.0.1:0"
+	cfg.API.Tokens = []config.Secret{ownerToken + ":owner"}
+	cfg.Webhook.URL = webhookURL
+	cfg.Webhook.Secret = config.Secret(secret)
+	if err := cfg.validate(); err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+// startServe runs serve until the test ends and returns its addresses.
+func startServe(t *testing.T, cfg Config) started {
+	ctx, cancel := context.WithCancel(context.Background())
+	up := make(chan started, 1)
+	done := make(chan error, 1)
+	go func() { done <- serve(ctx, cfg, slog.New(slog.DiscardHandler), time.Now, func(s started) { up <- s }) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("serve: %v", err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Error("serve did not stop within 30s")
+		}
+	})
+	select {
+	case s := <-up:
+		return s
+	case err := <-done:
+		t.Fatalf("serve: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("serve did not start")
+	}
+	return started{}
+}
+
+// submit sends one answer through the relay and returns the id from the
+// "queued as" reply.
+func submit(t *testing.T, addr, rcpt, headers string) string {
+	t.Helper()
+	c, err := smtp.Dial(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Mail("agent@helpdesk.test", nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Rcpt(rcpt, nil); err != nil {
+		t.Fatal(err)
+	}
+	w, err := c.Data()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(w, "From: agent@helpdesk.test\r\nTo: %s\r\nSubject: Re: your question\r\n%s\r\nHello, here is the answer.\r\n", rcpt, headers)
+	resp, err := w.CloseWithResponse()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, id, ok := strings.Cut(resp.StatusText, "queued as ")
+	if !ok {
+		t.Fatalf("250 reply %q does not say queued as", resp.StatusText)
+	}
+	return strings.TrimSpace(id)
+}
+
+func apiGet(t *testing.T, base, path string, v any) int {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, "http://"+base+path, nil)
+	req.Header.Set("Authorization", "Bearer "+ownerToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if v != nil {
+		if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+			t.Fatalf("GET %s: %v", path, err)
+		}
+	}
+	return resp.StatusCode
+}
+
+// eventually polls cond every 50 ms for up to 20 s.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func TestServeAnswerBouncesAndReopensTicket(t *testing.T) {
+	upstream := smtptest.Start(t, smtptest.Options{DSN: true})
+	secret := newSecret(t)
+	rc, url := newReceiver(t, secret)
+	st := startServe(t, testConfig(t, upstream.Addr, url, secret))
+
+	const rcpt = "kijitora@example.co.jp" // the recipient of the corpus bounce
+	id := submit(t, st.SMTP.String(), rcpt, "X-Helpdesk-Ticket-ID: T-77\r\nX-Helpdesk-Answer-ID: A-1\r\nMessage-ID: <answer-1@helpdesk.test>\r\n")
+
+	msgs := upstream.WaitMessages(t, 1, 20*time.Second)
+	if want := "bounce+" + id + "@bounces.test"; msgs[0].From != want {
+		t.Errorf("envelope sender upstream = %q, want VERP %q", msgs[0].From, want)
+	}
+	if msgs[0].MailOpts.EnvelopeID != id || !strings.Contains(string(msgs[0].Data), "X-Answer-Relay-ID: "+id) {
+		t.Errorf("ENVID %q or tag header missing upstream", msgs[0].MailOpts.EnvelopeID)
+	}
+	var ind struct {
+		Status string `json:"status"`
+		Label  string `json:"label"`
+	}
+	eventually(t, "answer sent", func() bool { apiGet(t, st.API.String(), "/api/v1/answers/"+id, &ind); return ind.Status == "sent" })
+
+	// The recipient's server bounces it hours later: a real Postfix DSN,
+	// sent to the VERP address on the bounce listener.
+	raw, err := os.ReadFile("testdata/failed-postfix.eml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := smtp.Dial(st.Bounce.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.SendMail("", []string{msgs[0].From}, strings.NewReader(string(raw))); err != nil {
+		t.Fatalf("bounce listener: %v", err)
+	}
+	c.Close()
+
+	eventually(t, "answer not delivered", func() bool {
+		apiGet(t, st.API.String(), "/api/v1/answers/"+id, &ind)
+		return ind.Status == "not_delivered"
+	})
+	if ind.Label != "Answer not delivered" {
+		t.Errorf("label %q", ind.Label)
+	}
+	var report map[string]any
+	if code := apiGet(t, st.API.String(), "/api/v1/answers/"+id+"/report", &report); code != http.StatusOK {
+		t.Fatalf("report: %d %v", code, report)
+	}
+	if b, _ := json.Marshal(report); !strings.Contains(string(b), "5.1.1") || !strings.Contains(string(b), "Undelivered Mail Returned to Sender") {
+		t.Errorf("report lacks the parsed 5.1.1 or the raw bounce: %.400s", b)
+	}
+
+	eventually(t, "four webhooks", func() bool { return len(rc.forAnswer(id)) >= 4 })
+	time.Sleep(300 * time.Millisecond) // a duplicate would arrive now
+	got := rc.forAnswer(id)
+	want := []string{"answer.scheduled", "answer.sent", "answer.not_delivered", "ticket.reopen"}
+	if len(got) != len(want) {
+		t.Fatalf("webhooks %+v, want %v", got, want)
+	}
+	for i, e := range got {
+		if e.Type != want[i] || e.Data.Seq != int64(i+1) || e.ID == "" {
+			t.Errorf("webhook %d = %s seq %d id %q, want %s seq %d", i, e.Type, e.Data.Seq, e.ID, want[i], i+1)
+		}
+	}
+	reopen := got[3].Data
+	if reopen.Note != "System reopened ticket because an answer was not delivered" || reopen.TicketID != "T-77" ||
+		reopen.Report == nil || reopen.Report.StatusCode != "5.1.1" {
+		t.Errorf("ticket.reopen data = %+v", reopen)
+	}
+}
