@@ -8,10 +8,11 @@
 --       version); 13+n mode: "inline" or "tmp"; 14+n the body when inline
 -- Returns: "OK"; "EXISTS" when the id is taken (or was, and expired);
 --          "NOBODY" when the temporary body is gone (its TTL ran out).
-if replayed() then return 'OK' end
-if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('EXISTS', KEYS[2]) == 1 then
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  if replayed() then return 'OK' end
   return 'EXISTS'
 end
+if redis.call('EXISTS', KEYS[2]) == 1 then return 'EXISTS' end
 local x = 13 + tonumber(ARGV[12])
 if ARGV[x] == 'tmp' then
   if redis.call('EXISTS', KEYS[15]) == 0 then return 'NOBODY' end
@@ -23,5 +24,7 @@ end
 for i = 16, #KEYS do
   redis.call('ZADD', KEYS[i], 0, ARGV[9])
 end
+redis.call('ZADD', KEYS[7], 0, ARGV[9])
+redis.call('ZADD', KEYS[9], 0, ARGV[9])
 commit()
 return 'OK'

@@ -58,11 +58,11 @@ local function commit()
   else
     redis.call('ZREM', KEYS[6], id)
   end
-  redis.call('ZADD', KEYS[7], 0, ARGV[9])
+  -- KEYS[7], the list of all answers, changes only on accept and expire.
   if KEYS[8] ~= KEYS[9] then
     redis.call('ZREM', KEYS[8], ARGV[9])
+    redis.call('ZADD', KEYS[9], 0, ARGV[9])
   end
-  redis.call('ZADD', KEYS[9], 0, ARGV[9])
   local n = tonumber(ARGV[12])
   for i = 1, n do
     redis.call('RPUSH', KEYS[10], ARGV[12 + i])
