@@ -105,170 +105,6 @@ var reasonStatus = map[string]string{
 	ReasonAuthFailure: "5.7.26", ReasonRequirePTR: "5.7.25", ReasonDelivered: "2.1.5",
 }
 
-// phrases are the texts that name a reason in a diagnostic (lower case).
-// They are about how mail servers word their errors, not about samples.
-var phrases = map[string][]string{
-	ReasonMailboxFull: {
-		"mailbox full", "mailbox is full", "mailbox quota", "quota exceeded", "over quota", "overquota",
-		"exceeded storage allocation", "mailbox exceeds", "disk quota", "user is over", "mailfolder is full",
-		"insufficient disk space", "account is full", "mailbox has exceeded", "exceeds its quota",
-		"mailbox size limit", "not enough storage", "quota full", "full mailbox", "maildir over quota",
-		"mailbox is over", "has exceeded his/her disk space", "inbox is full", "boite du destinataire pleine",
-		"mailbox would exceed", "user over quota", "exceeded the quota", "storage quota", "is over quota",
-		"exceeds the storage", "the user's mailbox is full", "recipient's mailbox is full", "mailbox exceeded",
-		"out of storage", "quota limit", "quota violation",
-	},
-	ReasonMesgTooBig: {
-		"message too big", "message too large", "message is too large", "message size exceeds",
-		"exceeds size limit", "message length exceeds", "size limit", "message exceeds maximum",
-		"too large for this system", "message is larger than", "mail size", "message size limit",
-		"size of the message exceeds", "message has exceeded the", "exceeded maximum message size",
-	},
-	ReasonExceedLimit: {"message header size exceeds limit", "too many recipients", "exceeds the limit",
-		"recipient limit", "message too many recipients"},
-	ReasonSuspend: {
-		"account disabled", "account has been disabled", "account is disabled", "mailbox disabled",
-		"mailbox is disabled", "account suspended", "account has been suspended", "account is suspended",
-		"suspended", "mailbox unavailable: account", "account inactive", "account is inactive",
-		"inactive account", "has been deactivated", "account deactivated", "mailbox is frozen",
-		"is not active", "account expired", "this account has been", "mailbox is not active",
-		"currently inactive", "disabled mailbox", "account is locked", "boite du destinataire archivee",
-		"mailbox has been blocked due to inactivity", "mailbox temporarily disabled",
-	},
-	ReasonHasMoved: {"has been replaced by", "has moved", "no longer at this address", "address has changed",
-		"no longer with", "no longer available"},
-	ReasonNoRelaying: {
-		"relay access denied", "relaying denied", "relay denied", "relaying not permitted",
-		"not permitted to relay", "unable to relay", "relay not permitted", "we do not relay",
-		"relaying mail to", "is not permitted to relay", "relay not allowed", "no relaying",
-		"relaying is prohibited", "that domain isn't in my list of allowed rcpthosts",
-		"not local host", "not a gateway", "relay prohibited", "cannot relay", "relaying disallowed",
-		"domain isn't in my list of allowed rcpthosts",
-	},
-	ReasonAuthFailure: {
-		"spf check", "spf fail", "spf validation", "spf record", "sender policy framework", "dmarc",
-		"dkim", "authentication failed", "sender authentication", "unauthenticated email",
-		"is not allowed to send mail from", "not designated", "5.7.23", "5.7.26", "5.7.27",
-		"does not pass", "message failed authentication",
-	},
-	ReasonUserUnknown: {
-		"user unknown", "unknown user", "no such user", "no such mailbox", "no such recipient", "user not found",
-		"recipient not found", "mailbox not found", "unknown recipient", "recipient unknown", "invalid recipient",
-		"invalid mailbox", "address unknown", "unknown address", "address does not exist", "not a valid mailbox",
-		"no mailbox", "mailbox unavailable", "mailbox is unavailable", "user doesn't exist", "no such address",
-		"bad destination mailbox", "unknown local part", "unknown or illegal alias", "unrouteable address",
-		"user invalid", "invalid address", "addressee unknown", "not found in directory", "no one at this address",
-		"invalid user", "unknown mailbox", "mailbox does not exist", "account does not exist",
-		"user does not exist", "user account not found", "mailbox not present", "nonexistent user",
-		"non-existent user", "non existent user", "utilisateur inconnu", "no existe", "inesistente",
-		"user not exist", "recipient does not exist", "no such person", "name is not recognized",
-		"destination address not found", "recipient is not local", "is not a known user", "mailbox unknown",
-		"bad recipient", "badrcptto", "no valid recipients",
-		"the email account that you tried to reach does not exist", "unknown e-mail address", "no mail box",
-		"not a local address", "user is unknown", "address not found", "wasn't found at the destination",
-		"recipientnotfound", "recipient not found", "email address could not be found", "does not exist here",
-		"no such local user", "is not a valid user", "not our customer", "this user doesn't have a",
-		"user missing home directory",
-	},
-	ReasonFiltered: {
-		"due to content", "content filter", "filtered", "message rejected by filter", "rejected by filter",
-		"denied by recipient", "refused by recipient", "message content rejected", "user refuses",
-		"not accept mail from", "recipient refused", "blocked by the recipient", "by users mailfilter",
-		"mail from this sender is not accepted", "sender is blocked by recipient",
-		"rejected by recipient", "is not accepting mail from", "this user doesn't accept",
-	},
-	ReasonRequirePTR: {
-		"no ptr", "ptr record", "reverse dns", "reverse lookup", "rdns", "cannot resolve your address",
-		"no reverse", "cannot find your hostname", "cannot find your reverse hostname",
-		"hostname does not resolve", "client host rejected: cannot find your", "fcrdns",
-		"not have a ptr", "ip name lookup failed", "reverse mapping", "unresolvable",
-		"hostname could not be found", "please set up a valid reverse", "without a ptr",
-	},
-	ReasonNotCompliantRFC: {"rfc 5322", "rfc5322", "rfc 2822", "rfc2822", "rfc 822", "rfc822 compliant",
-		"not rfc compliant", "multiple addresses in from", "duplicate header", "bare lf", "bare line feed",
-		"is not compliant with rfc", "missing date header", "missing message-id", "header is missing"},
-	ReasonBadReputation: {"reputation", "sender score", "poor reputation", "low reputation",
-		"ip address has a bad", "temporarily deferred due to unexpected volume"},
-	ReasonContentError: {"message header", "improper use of 8-bit data", "headers are invalid",
-		"invalid header", "illegal header", "malformed header", "message is not rfc", "content error",
-		"charset", "encoding error", "line too long", "header too long"},
-	ReasonRejected: {
-		"sender rejected", "sender address rejected", "sender denied", "domain of sender address",
-		"sender verify failed", "sender domain", "rejected sender", "invalid sender", "sender unknown",
-		"unknown sender", "sender not", "bad sender", "sender verification", "return address",
-		"sender is not allowed", "from address rejected", "envelope sender", "sender's domain",
-		"sender does not exist", "senders are blocked", "sender blocked", "blacklisted sender",
-	},
-	ReasonHostUnknown: {
-		"host unknown", "unknown host", "host not found", "domain not found", "no such domain",
-		"domain does not exist", "name or service not known", "unrouteable mail domain", "unknown domain",
-		"domain is not", "host or domain name not found", "hostname not found", "invalid domain",
-		"domain name not found", "domain unknown", "unknown mail domain", "unresolvable host", "mail domain", "recipient domain", "recipient address domain",
-		"nonexistent domain", "no route to host", "domain isn't in my list", "bad destination system address",
-	},
-	ReasonSpamDetected: {
-		"spam", "junk mail", "bulk mail", "unsolicited", "message classified as", "high probability of",
-		"score too high", "phishing", "ube,", "content rejected", "blacklisted url", "looks like spam", "content rejected as", "blocked by policy: spam",
-		"spam score", "classified as spam",
-	},
-	ReasonSpeeding: {"rate limit", "too fast", "sending rate", "exceeded the rate", "rate-limit",
-		"throttl", "too many messages", "ratelimit", "message rate", "rate control", "slow down",
-		"try again later", "temporarily rate limited"},
-	ReasonTooManyConn: {"too many connections", "too many concurrent", "too many simultaneous",
-		"connection limit", "too many smtp sessions", "too many sessions", "maximum number of connections",
-		"too many hosts", "connections from your", "too many open"},
-	ReasonBlocked: {
-		"access denied", "client host rejected", "connection rejected", "connection refused",
-		"not allowed to send from", "dynamic ip", "dial-up", "dialup", "residential",
-		"please use the smtp server of your isp", "smtp server of your isp", "use your isp", "your ip",
-		"your host", "blacklisted", "black list", "block list", "blocklist", "spamhaus", "spamcop", "sorbs",
-		"banned", "listed in", "listed at", "listed on", "not authorized to send",
-		"has been temporarily rate limited", "refused to talk to me", "host rejected", "ip rejected",
-		"connections not accepted from", "bad reputation", "poor reputation", "invalid helo",
-		"helo command rejected", "reverse dns", "hostname lookup failed",
-	},
-	ReasonVirusDetected: {"virus", "malware", "infected", "trojan", "worm", "harmful", "executable",
-		"attachment type", "banned attachment"},
-	ReasonPolicyViolation: {"rejected for policy reasons", "blocked because its content", "header error", "policy", "violat", "not allowed by", "prohibited", "restricted",
-		"message not allowed", "administrative prohibition", "local policy", "domain policy",
-		"security policy", "organization", "this message has been blocked", "because of its content",
-		"attachment", "not permitted"},
-	ReasonSystemError: {"system error", "internal error", "server error", "local error", "temporary failure",
-		"temporary error", "system failure", "server failure", "configuration error", "loop", "misconfigur",
-		"service unavailable", "out of memory", "unavailable", "unable to", "connection closed", "lost connection", "i/o error", "deferred", "resources",
-		"internal server", "processing error", "routing error",
-		"problem"},
-	ReasonNetworkError: {"name service error", "dns error", "name server", "lookup failure", "hop count",
-		"routing loop", "too many hops", "lost connection", "could not connect", "unable to connect",
-		"host is down", "could not be contacted", "mail loop"},
-	ReasonSystemFull: {"system full", "disk full", "out of disk", "no space left", "insufficient system storage",
-		"disk is full", "system storage", "file system full", "insufficient storage"},
-	ReasonNotAccept: {"no mx", "mail exchanger", "doesn't receive email", "no smtp service", "does not accept mail", "not accept mail", "does not accept email", "null mx",
-		"no mail service", "does not receive mail", "not accepting mail", "accepts no mail",
-		"mail is not accepted", "domain does not accept"},
-	ReasonExpired: {"expired", "timed out", "timeout exceeded", "unable to deliver this message after",
-		"did not accept our requests to connect", "still undelivered", "could not be delivered for",
-		"in the queue too long", "failing for a long time", "attempts:", "retry timeout", "retry time", "queue too long", "giving up",
-		"given up", "delivery time", "could not be delivered within", "was not delivered within",
-		"too long", "message timeout", "message expired", "undeliverable for", "delayed for",
-		"not been delivered for", "were not able to deliver", "timed out", "time limit", "gave up",
-		"in queue for", "has not yet been delivered", "still not delivered"},
-	ReasonFailedSTARTTLS: {"starttls", "tls is required", "tls required", "requiretls", "dane",
-		"mta-sts", "must issue a starttls", "encryption required", "tls negotiation"},
-	ReasonSecurityError: {"authentication required", "authentication is required", "auth required",
-		"must authenticate", "not authenticated", "authentication failure", "invalid credentials",
-		"password", "security", "certificate", "encryption", "5.7.0", "access denied",
-		"you are not allowed", "user not authorized", "unauthorized"},
-	ReasonSuppressed: {"suppression list", "suppressed", "on the suppression"},
-	ReasonMailerError: {"mailer error", "command output", "procmail", "pipe to", "exit code", "exit status",
-		"command died", "x-unix", "program exited", "local delivery failed", "unknown mailer",
-		"mail command failed", "couldn't create", "could not create"},
-	ReasonSyntaxError: {"syntax error", "command unrecognized", "unrecognized command", "invalid command",
-		"bad sequence", "command not implemented", "line too long", "unknown command",
-		"command not recognized", "parameter not"},
-	ReasonVacation: {"vacation", "out of office", "away from", "auto-reply", "autoreply", "automatic reply"},
-}
-
 // firstOrder is the order of the first pass: reasons a status code or a
 // diagnostic names with little doubt.
 var firstOrder = []string{
@@ -288,22 +124,13 @@ var secondOrder = []string{
 	ReasonFailedSTARTTLS, ReasonSecurityError, ReasonSuppressed, ReasonMailerError,
 }
 
-// has reports whether the lower-case text d contains a phrase of reason.
-func has(reason, d string) bool {
-	for _, p := range phrases[reason] {
-		if strings.Contains(d, p) {
-			return true
-		}
-	}
-	return false
-}
-
 // classify decides the reason of one recipient from its status code,
-// action, diagnostic and the SMTP command the error answered. A status code
-// that names a reason decides unless the text names a more specific one; a
-// phrase decides the rest, in an order that puts precise reasons before
-// vague ones.
-func classify(r *rcpt, status string) string {
+// action, reply code, diagnostic and the SMTP command the error answered,
+// the way Sisimai's taxonomy does: a reason a format rule set stands unless
+// it is a vague one; then the reasons of firstOrder are probed in turn
+// (status code and phrases); then the phrases of secondOrder, the status
+// code, its class and the action decide.
+func classify(r *rcpt, status, reply string) string {
 	if r.reason != "" && !tentative[r.reason] {
 		return r.reason
 	}
@@ -315,33 +142,39 @@ func classify(r *rcpt, status string) string {
 	cmd := r.command
 	if r.diagType == "SMTP" || r.diagType == "" {
 		for _, reason := range firstOrder {
-			if probe(reason, byStatus, cmd, d) {
+			if probe(reason, r.reason, byStatus, cmd, reply, status, d) {
 				return reason
 			}
 		}
 	}
+	if r.reason != "" && r.reason != ReasonUndefined && r.reason != ReasonOnHold {
+		return r.reason
+	}
 	reason := byStatus
 	if tentative[reason] || reason == "" || r.diagType != "SMTP" {
+		found := ""
 		for _, o := range secondOrder {
 			if has(o, d) {
-				return o
+				found = o
+				break
 			}
 		}
-		if reason == "" {
-			switch {
-			case len(status) > 3 && status[2] == '6':
-				reason = ReasonContentError
-			case len(status) > 3 && status[2] == '7':
-				reason = ReasonSecurityError
-			case strings.HasPrefix(r.diagType, "X-UNIX"):
-				reason = ReasonMailerError
-			case has(ReasonSyntaxError, d):
-				reason = ReasonSyntaxError
-			case r.action == "delayed":
-				reason = ReasonExpired
-			case cmd == "HELO" || cmd == "EHLO":
-				reason = ReasonBlocked
-			}
+		switch {
+		case found != "":
+			reason = found
+		case reason != "":
+		case strings.HasPrefix(status, "5.6") || strings.HasPrefix(status, "4.6"):
+			reason = ReasonContentError
+		case strings.HasPrefix(status, "5.7") || strings.HasPrefix(status, "4.7"):
+			reason = ReasonSecurityError
+		case strings.HasPrefix(r.diagType, "X-UNIX"):
+			reason = ReasonMailerError
+		case syntaxReply(reply):
+			reason = ReasonSyntaxError
+		case r.action == "delayed" || r.action == "expired":
+			reason = ReasonExpired
+		case cmd == "HELO" || cmd == "EHLO":
+			reason = ReasonBlocked
 		}
 	}
 	if reason == "" || reason == ReasonUndefined {
@@ -358,17 +191,27 @@ func classify(r *rcpt, status string) string {
 	return reason
 }
 
+// syntaxReply reports whether an SMTP reply code says a command was not
+// understood (RFC 5321 section 4.2.2: 500-504 and their transient twins).
+func syntaxReply(reply string) bool {
+	return len(reply) == 3 && (reply > "400" && reply < "408" || reply > "500" && reply < "508")
+}
+
 // beforeData are the SMTP commands after which a server has not seen the
 // message yet, so it cannot have filtered it.
 var beforeData = map[string]bool{"HELO": true, "EHLO": true, "MAIL": true, "RCPT": true, "CONN": true, "STARTTLS": true}
 
-// probe reports whether reason applies, given the reason the status code
-// names, the SMTP command and the lower-case diagnostic.
-func probe(reason, byStatus, cmd, d string) bool {
+// probe reports whether reason applies, given the reason a format rule
+// set, the reason the status code names, the SMTP command, the reply code, the status and the lower-case
+// diagnostic.
+func probe(reason, set, byStatus, cmd, reply, status, d string) bool {
+	if set == reason {
+		return true
+	}
 	switch reason {
 	case ReasonUserUnknown:
 		if byStatus == ReasonUserUnknown {
-			for _, o := range []string{ReasonMailboxFull, ReasonHasMoved, ReasonRejected, ReasonNotAccept, ReasonBlocked} {
+			for _, o := range []string{ReasonNoRelaying, ReasonBlocked, ReasonMailboxFull, ReasonHasMoved, ReasonRejected, ReasonNotAccept} {
 				if has(o, d) {
 					return false
 				}
@@ -380,8 +223,7 @@ func probe(reason, byStatus, cmd, d string) bool {
 		}
 		// A text about the recipient or the mailbox answers RCPT even
 		// when the bounce does not name the command.
-		return cmd == "RCPT" || cmd == "" && (strings.Contains(d, "recipient") || strings.Contains(d, "mailbox") ||
-			strings.Contains(d, "address"))
+		return cmd == "RCPT"
 	case ReasonFiltered:
 		if byStatus == ReasonFiltered {
 			return has(ReasonUserUnknown, d) || has(ReasonFiltered, d)
@@ -390,6 +232,57 @@ func probe(reason, byStatus, cmd, d string) bool {
 			return false
 		}
 		return has(ReasonFiltered, d) || has(ReasonUserUnknown, d)
+	case ReasonMesgTooBig:
+		if byStatus == ReasonMesgTooBig {
+			return true
+		}
+		if byStatus == ReasonExceedLimit || status == "5.2.3" {
+			return false
+		}
+		return has(reason, d)
+	case ReasonSuspend:
+		return reply == "525" || has(reason, d)
+	case ReasonNoRelaying:
+		if cmd == "CONN" || cmd == "EHLO" || cmd == "HELO" {
+			return false
+		}
+		return has(reason, d)
+	case ReasonHostUnknown:
+		if byStatus == ReasonHostUnknown {
+			return !has(ReasonNetworkError, d)
+		}
+		return has(reason, d)
+	case ReasonRejected:
+		if byStatus == ReasonRejected {
+			return true
+		}
+		switch {
+		case cmd == "MAIL":
+		case cmd == "DATA" && byStatus != ReasonUserUnknown:
+		case byStatus == "" || byStatus == ReasonUndefined || byStatus == ReasonOnHold ||
+			byStatus == ReasonSecurityError || byStatus == ReasonSystemError:
+		default:
+			return false
+		}
+		return has(ReasonRejected, d)
+	case ReasonSpamDetected:
+		if status == "" {
+			return false
+		}
+		if byStatus == ReasonSpamDetected {
+			return true
+		}
+		if beforeData[cmd] {
+			return false
+		}
+		return has(reason, d)
+	case ReasonContentError:
+		if probe(ReasonSpamDetected, set, byStatus, cmd, reply, status, d) {
+			return false
+		}
+	case ReasonNotCompliantRFC, ReasonBadReputation, ReasonSpeeding, ReasonHasMoved:
+		// No status code names these.
+		return has(reason, d)
 	}
 	if byStatus == reason {
 		return true
@@ -440,9 +333,10 @@ func finish(r *rcpt, temporary bool) Recipient {
 		status = ""
 	}
 	if s := findStatus(diag); s != "" {
-		if status == "" || (strings.HasSuffix(status, ".0.0") && s[0] == status[0] && !strings.HasSuffix(s, ".0.0")) {
-			status = s
-		}
+		status = preferStatus(status, s, reply)
+	}
+	if r.reason == "" {
+		r.reason = vendorReason(strings.ToLower(diag))
 	}
 	action := r.action
 	if action == "" {
@@ -463,10 +357,10 @@ func finish(r *rcpt, temporary bool) Recipient {
 	if r.command == "" {
 		r.command = commandOf(r.context)
 	}
-	reason := classify(r, status)
+	reason := classify(r, status, reply)
 	if status == "" {
 		class := "5"
-		if strings.HasPrefix(reply, "4") || action == "delayed" && reason != ReasonExpired {
+		if strings.HasPrefix(reply, "4") || action == "delayed" {
 			class = "4"
 		}
 		if code, ok := reasonStatus[reason]; ok {
@@ -505,4 +399,51 @@ func isTemporary(text string) bool {
 		}
 	}
 	return false
+}
+
+// preferStatus chooses between the status code of a Status field and the
+// one in the diagnostic text (RFC 3463 codes both). The one whose class
+// agrees with the SMTP reply code wins; otherwise the field wins unless it
+// is vaguer than the text's: X.0.0, X.Y.0, 4.4.7 (expired, said of any
+// retried failure), 4.7.0, 5.3.Z and the X.5.Z protocol codes.
+func preferStatus(field, text, reply string) string {
+	if field == "" || len(field) < 5 {
+		return text
+	}
+	if text == "" || len(text) < 5 || field == text {
+		return field
+	}
+	if reply != "" && field[0] != text[0] {
+		if reply[0] == field[0] {
+			return field
+		}
+		if reply[0] == text[0] {
+			return text
+		}
+	}
+	fieldZero, textZero := strings.Contains(field, ".0"), strings.Contains(text, ".0")
+	if strings.Contains(field, ".0.0") {
+		if strings.Contains(text, ".0.0") {
+			return field
+		}
+		return text
+	}
+	switch {
+	case fieldZero && !textZero:
+		return text
+	case strings.Contains(text, ".0.0"):
+		return field
+	case field == "4.4.7" || field == "4.7.0" || strings.HasPrefix(field, "5.3."):
+		return text
+	case len(field) > 3 && field[1:4] == ".5." && strings.IndexByte("1245", field[4]) >= 0 && (len(field) == 5 || field[5] == '.'):
+		return text
+	case field == "5.1.1":
+		if textZero || strings.HasPrefix(text, "5.5.") {
+			return field
+		}
+		return text
+	case field == "5.1.3" && strings.HasPrefix(text, "5.7."):
+		return text
+	}
+	return field
 }
