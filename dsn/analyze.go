@@ -56,6 +56,20 @@ func analyze(c *collector) *Report {
 		}
 		rcpts = append(rcpts, ds.rcpts...)
 	}
+	if len(rcpts) == 0 && hasStatusFields(errText) {
+		// Delivery-status fields written into the text part (Amazon
+		// WorkMail's "Technical report", some gateways): read them as if
+		// they were a message/delivery-status part.
+		ds := parseStatus(errText)
+		for _, r := range ds.rcpts {
+			if r.status != "" || r.action != "" || r.diag != "" {
+				rcpts = append(rcpts, r)
+			}
+		}
+		if len(rcpts) > 0 && rep.ReportingMTA == "" {
+			rep.ReportingMTA = ds.reportingMTA
+		}
+	}
 	scan := scanText(errText, top, rh)
 	if len(rcpts) == 0 {
 		rcpts = scan
@@ -239,4 +253,21 @@ func autoReply(h textproto.Header, body string) string {
 		return ""
 	}
 	return firstAddr(h.Get("From"))
+}
+
+// hasStatusFields reports whether text has a Final-Recipient field at the
+// start of a line, as a delivery-status part would.
+func hasStatusFields(text string) bool {
+	for i := 0; ; {
+		k := strings.Index(text[i:], "inal-")
+		if k < 0 {
+			return false
+		}
+		at := i + k - 1
+		if at >= 0 && (at == 0 || text[at-1] == '\n') && len(text) >= at+len("final-recipient:") &&
+			strings.EqualFold(text[at:at+len("final-recipient:")], "final-recipient:") {
+			return true
+		}
+		i += k + 5
+	}
 }

@@ -175,10 +175,20 @@ func scanText(text string, top textproto.Header, rh []Field) []*rcpt {
 			b.WriteString(" ")
 			b.WriteString(strings.TrimSpace(ls[j]))
 		}
-		// A diagnostic that ends in a colon goes on after a blank line.
-		if t := strings.TrimSpace(b.String()); strings.HasSuffix(t, ":") {
+		// A diagnostic that ends in a colon goes on after a blank line; so
+		// does one without any SMTP reply or status code, whose server
+		// reply often follows in a paragraph of its own ("The error that
+		// the other server returned was:", a session transcript).
+		for k := 0; k < maxDiagParagraphs && j < end; k++ {
+			t := strings.TrimSpace(b.String())
+			if !strings.HasSuffix(t, ":") && (findReplyCode(t) != "" || findStatus(t) != "") && !unfinishedReply(t) {
+				break
+			}
 			for j < end && strings.TrimSpace(ls[j]) == "" {
 				j++
+			}
+			if j < end && isSeparatorLine(ls[j]) {
+				break
 			}
 			for ; j < end && strings.TrimSpace(ls[j]) != ""; j++ {
 				b.WriteString(" ")
@@ -271,11 +281,32 @@ func mergeScan(rs []*rcpt, scan []*rcpt) {
 		}
 		if s != nil {
 			r.context = s.diag
-			if r.diag == "" {
+			switch {
+			case r.diag == "":
+				r.diag = s.diag
+			case firstLineOnly(r.diag) && len(s.diag) > len(r.diag) && strings.Contains(s.diag, squeeze(r.diag)):
+				// Sendmail keeps only the first line of a multi-line
+				// reply ("550-5.7.1 ...") in Diagnostic-Code; the
+				// transcript in the text has all of it.
 				r.diag = s.diag
 			}
 		}
 	}
+}
+
+// maxDiagParagraphs bounds how many paragraphs after a recipient's line are
+// read for its diagnostic.
+const maxDiagParagraphs = 4
+
+// isSeparatorLine reports whether l introduces the returned message.
+func isSeparatorLine(l string) bool {
+	low := strings.ToLower(l)
+	for _, s := range separators {
+		if strings.Contains(low, s) {
+			return true
+		}
+	}
+	return false
 }
 
 // leadInEnd reports whether a phrase before an address ends in a word that
@@ -305,4 +336,23 @@ func clip(s string) string {
 		i--
 	}
 	return s[:i]
+}
+
+// firstLineOnly reports whether a diagnostic is the first line of a
+// multi-line SMTP reply (RFC 5321 section 4.2.1: "550-...").
+func firstLineOnly(d string) bool {
+	d = strings.TrimSpace(d)
+	return len(d) > 4 && isDigit(d[0]) && isDigit(d[1]) && isDigit(d[2]) && d[3] == '-' &&
+		!strings.Contains(d[4:], d[:3]+" ")
+}
+
+// unfinishedReply reports whether t has the first line of a multi-line SMTP
+// reply ("550-...") but not its last one ("550 ...").
+func unfinishedReply(t string) bool {
+	c := findReplyCode(t)
+	if c == "" {
+		return false
+	}
+	i := strings.Index(t, c+"-")
+	return i >= 0 && !strings.Contains(t[i:], c+" ")
 }
