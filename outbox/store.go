@@ -115,9 +115,9 @@ type Store interface {
 	Release(ctx context.Context, l *Lease) error
 	// MarkDelayed applies Answer.MarkDelayed to up to max answers that have
 	// a scheduled recipient and were queued before queuedBefore, and
-	// returns how many it changed. Each answer is marked once per queue
-	// episode.
-	MarkDelayed(ctx context.Context, queuedBefore time.Time, max int) (int, error)
+	// returns the events it wrote: one answer.delayed for each answer whose
+	// status changed. Each answer is marked once per queue episode.
+	MarkDelayed(ctx context.Context, queuedBefore time.Time, max int) ([]Event, error)
 	// RecordReport applies Answer.ApplyReport to answer id and keeps raw
 	// (at most MaxRawReport bytes) for ReportRaw. The same report id twice
 	// is ErrDuplicate and changes nothing.

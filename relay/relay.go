@@ -39,7 +39,7 @@ type Deliverer interface {
 
 // Sweeper is what the sweeper needs of the store.
 type Sweeper interface {
-	MarkDelayed(ctx context.Context, queuedBefore time.Time, max int) (int, error)
+	MarkDelayed(ctx context.Context, queuedBefore time.Time, max int) ([]outbox.Event, error)
 	Expire(ctx context.Context, acceptedBefore time.Time, max int) (int, error)
 }
 
@@ -318,7 +318,8 @@ func (r *Relay) sweep(stop context.Context) {
 func (r *Relay) sweepOnce(ctx context.Context) {
 	now := r.clock()
 	for {
-		n, err := r.store.MarkDelayed(ctx, now.Add(-r.cfg.DelayAfter), sweepBatch)
+		events, err := r.store.MarkDelayed(ctx, now.Add(-r.cfg.DelayAfter), sweepBatch)
+		n := len(events)
 		if err != nil {
 			if ctx.Err() == nil {
 				r.metrics.StoreErrors.WithLabelValues("mark_delayed").Inc()

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"log/slog"
 	"runtime"
 	"time"
 
@@ -25,6 +26,29 @@ func newRegistry(store outbox.Store, clock outbox.Clock) *prometheus.Registry {
 		&queueCollector{store: store, clock: clock},
 	)
 	return reg
+}
+
+// newEventObserver returns the observer of every state change the store
+// writes: one log line per event, with the answer id, and a counter per
+// event type (answer.<status> and ticket.reopen).
+func newEventObserver(reg prometheus.Registerer, logger *slog.Logger) outbox.Observer {
+	events := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "answer_relay_answer_events_total",
+		Help: "Answer status changes and ticket reopens written, by event type (answer.scheduled, answer.sent, answer.delayed, answer.not_delivered, answer.delivered, ticket.reopen).",
+	}, []string{"event"})
+	for _, t := range outbox.EventTypes {
+		events.WithLabelValues(string(t))
+	}
+	reg.MustRegister(events)
+	return func(ctx context.Context, evs []outbox.Event) {
+		for _, e := range evs {
+			events.WithLabelValues(string(e.Type)).Inc()
+			logger.LogAttrs(ctx, slog.LevelInfo, "answer "+string(e.Status),
+				slog.String("answer_id", e.AnswerID), slog.String("event", string(e.Type)),
+				slog.String("previous", string(e.PreviousStatus)), slog.Int64("seq", e.Seq),
+				slog.String("ticket_id", e.TicketID), slog.String("reason", e.Reason))
+		}
+	}
 }
 
 // queueCollector reads the delivery queue and the unmatched bounces from

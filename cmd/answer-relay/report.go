@@ -11,6 +11,7 @@ import (
 
 	"github.com/answer-relay/answer-relay/outbox"
 	"github.com/answer-relay/answer-relay/relay/bounce"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 func init() {
@@ -46,7 +47,8 @@ func runReport(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		return 1
 	}
 	defer store.Close()
-	intake := bounce.NewIntake(cfg.Bounce, store, logger, nil, time.Now)
+	observe := newEventObserver(prometheus.NewRegistry(), logger) // log each change; nothing scrapes a CLI
+	intake := bounce.NewIntake(cfg.Bounce, outbox.Observed(store, observe), logger, nil, time.Now)
 	enc := json.NewEncoder(stdout)
 	status := 0
 	for _, name := range files {

@@ -55,14 +55,15 @@ type started struct {
 // last. If one part fails, the others are stopped the same way. onStart,
 // if set, is called once everything listens.
 func serve(ctx context.Context, cfg Config, logger *slog.Logger, clock outbox.Clock, onStart func(started)) error {
-	store, err := openStore(ctx, cfg, clock)
+	opened, err := openStore(ctx, cfg, clock)
 	if err != nil {
 		return err
 	}
-	defer store.Close()
-	logger.Info("store open", "kind", store.Kind)
+	defer opened.Close()
+	logger.Info("store open", "kind", opened.Kind)
 
-	reg := newRegistry(store, clock)
+	reg := newRegistry(opened, clock)
+	store := outbox.Observed(opened, newEventObserver(reg, logger))
 	rl, err := relay.New(cfg.Relay, store, logger.With("part", "relay"), reg, clock)
 	if err != nil {
 		return err

@@ -114,11 +114,11 @@ func (s *Store) Release(ctx context.Context, l *outbox.Lease) error {
 }
 
 // MarkDelayed marks answers with a scheduled recipient queued before
-// queuedBefore, oldest first.
-func (s *Store) MarkDelayed(ctx context.Context, queuedBefore time.Time, max int) (int, error) {
-	n := 0
+// queuedBefore, oldest first, and returns the events it wrote.
+func (s *Store) MarkDelayed(ctx context.Context, queuedBefore time.Time, max int) ([]outbox.Event, error) {
+	var events []outbox.Event
 	err := s.update(ctx, func(tx *bolt.Tx) error {
-		n = 0
+		events = nil // bbolt may run a batched function more than once
 		var ids []string
 		c := tx.Bucket(bktAwaiting).Cursor()
 		limit := ts(queuedBefore)
@@ -132,18 +132,18 @@ func (s *Store) MarkDelayed(ctx context.Context, queuedBefore time.Time, max int
 				return err
 			}
 			after := before.Clone()
-			after.MarkDelayed(now)
+			added := after.MarkDelayed(now)
 			if err := s.put(tx, before, after); err != nil {
 				return err
 			}
-			n++
+			events = append(events, added...)
 		}
 		return nil
 	})
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
-	return n, nil
+	return events, nil
 }
 
 // RecordReport applies a delivery report to answer id and keeps its raw

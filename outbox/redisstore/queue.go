@@ -207,38 +207,41 @@ func (s *Store) Lease(ctx context.Context, owner string, max int, ttl time.Durat
 var errNoChange = errors.New("redisstore: nothing to change")
 
 // MarkDelayed marks up to max answers delayed that have a scheduled
-// recipient and were queued before queuedBefore, oldest queued first.
-func (s *Store) MarkDelayed(ctx context.Context, queuedBefore time.Time, max int) (int, error) {
+// recipient and were queued before queuedBefore, oldest queued first, and
+// returns the events it wrote.
+func (s *Store) MarkDelayed(ctx context.Context, queuedBefore time.Time, max int) ([]outbox.Event, error) {
 	if err := s.open(); err != nil {
-		return 0, err
+		return nil, err
 	}
 	if max <= 0 {
-		return 0, nil
+		return nil, nil
 	}
 	cands, err := s.peek(ctx, s.k.await, us(queuedBefore), true, max)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
-	n := 0
+	var events []outbox.Event
 	for _, c := range cands[:min(max, len(cands))] {
+		var added []outbox.Event // of the last apply: update may retry it
 		_, err := s.update(ctx, c.id, nil, transition{
 			op: "mark delayed", script: scriptMarkDelayed,
 			apply: func(a *outbox.Answer, now time.Time) ([]outbox.Event, error) {
 				if !a.Awaiting() || !a.QueuedAt.Before(queuedBefore) {
 					return nil, errNoChange
 				}
-				return a.MarkDelayed(now), nil
+				added = a.MarkDelayed(now)
+				return added, nil
 			},
 		})
 		switch {
 		case err == nil:
-			n++
+			events = append(events, added...)
 		case errors.Is(err, errNoChange), errors.Is(err, outbox.ErrNotFound), errors.Is(err, outbox.ErrExpired):
 		default:
-			return n, err
+			return events, err
 		}
 	}
-	return n, nil
+	return events, nil
 }
 
 // QueueStats returns the queue length and the oldest queued answer, from

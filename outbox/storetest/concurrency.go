@@ -185,7 +185,7 @@ func testConcurrency(t *testing.T, open Opener) {
 		parallel(6, func(w int) {
 			if w < 3 {
 				for range 100 {
-					k, err := h.s.MarkDelayed(h.ctx, cutoff, 3)
+					k, err := h.markDelayed(cutoff, 3)
 					if err != nil {
 						t.Errorf("MarkDelayed: %v", err)
 						return

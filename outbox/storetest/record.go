@@ -84,6 +84,21 @@ func testRecordAttempt(t *testing.T, open Opener) {
 	})
 }
 
+// markDelayed calls MarkDelayed and checks that every event it returns is
+// an answer.delayed of a distinct answer; it returns how many there were.
+func (h *harness) markDelayed(queuedBefore time.Time, max int) (int, error) {
+	h.t.Helper()
+	events, err := h.s.MarkDelayed(h.ctx, queuedBefore, max)
+	seen := map[string]bool{}
+	for _, e := range events {
+		if e.Type != outbox.EventDelayed || e.Status != outbox.StatusDelayed || seen[e.AnswerID] {
+			h.t.Errorf("MarkDelayed returned %+v: want one answer.delayed per answer", e)
+		}
+		seen[e.AnswerID] = true
+	}
+	return len(events), err
+}
+
 func testMarkDelayed(t *testing.T, open Opener) {
 	t.Run("only scheduled, only older than the cutoff, once", func(t *testing.T) {
 		h := newHarness(t, open)
@@ -106,7 +121,7 @@ func testMarkDelayed(t *testing.T, open Opener) {
 		h.clock.Advance(2*time.Hour + 30*time.Minute)
 
 		cutoff := h.clock.Now().Add(-3 * time.Hour) // between the old ones and young
-		n, err := h.s.MarkDelayed(h.ctx, cutoff, 100)
+		n, err := h.markDelayed(cutoff, 100)
 		wantErr(t, "MarkDelayed", err, nil)
 		if n != 3 {
 			t.Errorf("MarkDelayed = %d, want 3 (old, retried, leased)", n)
@@ -123,11 +138,11 @@ func testMarkDelayed(t *testing.T, open Opener) {
 				t.Errorf("%s: last event %s, want answer.delayed", tc.a.ID, got.Events[len(got.Events)-1].Type)
 			}
 		}
-		if n, _ := h.s.MarkDelayed(h.ctx, cutoff, 100); n != 0 {
+		if n, _ := h.markDelayed(cutoff, 100); n != 0 {
 			t.Errorf("MarkDelayed again = %d, want 0", n)
 		}
 		h.clock.Advance(time.Hour)
-		if n, _ := h.s.MarkDelayed(h.ctx, h.clock.Now().Add(-3*time.Hour), 100); n != 1 {
+		if n, _ := h.markDelayed(h.clock.Now().Add(-3*time.Hour), 100); n != 1 {
 			t.Errorf("MarkDelayed an hour later = %d, want 1 (young)", n)
 		}
 		for _, a := range []*outbox.Answer{old, retried, leased, young} {
@@ -149,7 +164,7 @@ func testMarkDelayed(t *testing.T, open Opener) {
 		h.clock.Advance(4 * time.Hour)
 		var got []int
 		for range 4 {
-			n, err := h.s.MarkDelayed(h.ctx, h.clock.Now().Add(-3*time.Hour), 2)
+			n, err := h.markDelayed(h.clock.Now().Add(-3*time.Hour), 2)
 			wantErr(t, "MarkDelayed", err, nil)
 			got = append(got, n)
 		}
@@ -163,7 +178,7 @@ func testMarkDelayed(t *testing.T, open Opener) {
 		a := h.accept(spec{rcpts: []string{rcptA, rcptB}})
 		h.mustAttempt(a.ID, sent(rcptA), temp(rcptB))
 		h.clock.Advance(4 * time.Hour)
-		if n, _ := h.s.MarkDelayed(h.ctx, h.clock.Now().Add(-3*time.Hour), 10); n != 1 {
+		if n, _ := h.markDelayed(h.clock.Now().Add(-3*time.Hour), 10); n != 1 {
 			t.Fatalf("MarkDelayed = %d, want 1", n)
 		}
 		got := h.get(a.ID)

@@ -18,7 +18,7 @@ var (
 	stScheduled = state{"scheduled", func(*harness, string) {}}
 	stDelayed   = state{"delayed", func(h *harness, id string) {
 		h.clock.Advance(4 * time.Hour)
-		if n, err := h.s.MarkDelayed(h.ctx, h.clock.Now().Add(-3*time.Hour), 10); n != 1 || err != nil {
+		if n, err := h.markDelayed(h.clock.Now().Add(-3*time.Hour), 10); n != 1 || err != nil {
 			h.t.Fatalf("MarkDelayed = %d, %v; want 1", n, err)
 		}
 	}}
@@ -65,7 +65,7 @@ var (
 	acResend    = action{"resend", false, func(h *harness, id string) (*outbox.Answer, error) { return h.s.Resend(h.ctx, id) }}
 	acMark      = action{"mark delayed", false, func(h *harness, id string) (*outbox.Answer, error) {
 		h.clock.Advance(4 * time.Hour)
-		if _, err := h.s.MarkDelayed(h.ctx, h.clock.Now().Add(-3*time.Hour), 10); err != nil {
+		if _, err := h.markDelayed(h.clock.Now().Add(-3*time.Hour), 10); err != nil {
 			return nil, err
 		}
 		return h.s.Get(h.ctx, id)

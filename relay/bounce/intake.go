@@ -181,9 +181,6 @@ func (in *Intake) Ingest(ctx context.Context, raw io.Reader, env Envelope) (Resu
 		return Result{}, fmt.Errorf("bounce: record report on %s: %w", a.ID, err)
 	default:
 		res.Status = after.Status
-		if after.Status != a.Status {
-			in.log.Info("answer status changed", "answer", a.ID, "status", after.Status, "previous", a.Status, "by", "bounce", "report", rep.ID)
-		}
 	}
 	in.count(parsed, true, res.Duplicate)
 	return res, nil
