@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/answer-relay/answer-relay/internal/config"
+	"github.com/answer-relay/answer-relay/internal/redistest"
 	"github.com/answer-relay/answer-relay/internal/smtptest"
 	"github.com/emersion/go-smtp"
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
@@ -206,21 +207,75 @@ func eventually(t *testing.T, what string, cond func() bool) {
 	}
 }
 
+// The recipient and returned Message-ID of testdata/failed-postfix.eml, a
+// real Postfix DSN from the corpus.
+const (
+	bounceRcpt  = "kijitora@example.co.jp"
+	bounceMsgID = "A8F82EDD-E518-4F5C-8C70-BC4EFF24AB9F@example.ne.jp"
+)
+
+// TestServeAnswerBouncesAndReopensTicket submits an answer with a ticket
+// through the relay to an upstream that accepts it, then delivers the real
+// bounce to the bounce listener, rewritten to point at the answer by each
+// reference in turn, with the Redis store.
 func TestServeAnswerBouncesAndReopensTicket(t *testing.T) {
+	raw, err := os.ReadFile("testdata/failed-postfix.eml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Each case returns the bounce and the address it is sent to.
+	tests := []struct {
+		name    string
+		rewrite func(id, verp string) (msg, rcpt string)
+	}{
+		{"verp", func(id, verp string) (string, string) {
+			return strings.ReplaceAll(string(raw), bounceMsgID, "unrelated@example.net"), verp
+		}},
+		{"envelope id", func(id, verp string) (string, string) {
+			msg := strings.ReplaceAll(string(raw), bounceMsgID, "unrelated@example.net")
+			return strings.Replace(msg, "X-Postfix-Queue-ID:", "Original-Envelope-Id: "+id+"\nX-Postfix-Queue-ID:", 1), "postmaster@bounces.test"
+		}},
+		{"message id", func(id, verp string) (string, string) {
+			return string(raw), "postmaster@bounces.test"
+		}},
+	}
 	upstream := smtptest.Start(t, smtptest.Options{DSN: true})
 	secret := newSecret(t)
 	rc, url := newReceiver(t, secret)
-	st := startServe(t, testConfig(t, upstream.Addr, url, secret))
+	cfg := testConfig(t, upstream.Addr, url, secret)
+	cfg.RedisURL = config.Secret(redistest.Start(t, redistest.WithAOF()).URL())
+	st := startServe(t, cfg)
 
-	const rcpt = "kijitora@example.co.jp" // the recipient of the corpus bounce
-	id := submit(t, st.SMTP.String(), rcpt, "X-Helpdesk-Ticket-ID: T-77\r\nX-Helpdesk-Answer-ID: A-1\r\nMessage-ID: <answer-1@helpdesk.test>\r\n")
-
-	msgs := upstream.WaitMessages(t, 1, 20*time.Second)
-	if want := "bounce+" + id + "@bounces.test"; msgs[0].From != want {
-		t.Errorf("envelope sender upstream = %q, want VERP %q", msgs[0].From, want)
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ticket := fmt.Sprintf("T-%d", 70+i)
+			msgID := fmt.Sprintf("answer-%d@helpdesk.test", i)
+			if tt.name == "message id" {
+				msgID = bounceMsgID
+			}
+			id := submit(t, st.SMTP.String(), bounceRcpt, "X-Helpdesk-Ticket-ID: "+ticket+"\r\nX-Helpdesk-Answer-ID: A-1\r\nMessage-ID: <"+msgID+">\r\n")
+			checkBounceReopens(t, st, upstream, rc, id, ticket, tt.rewrite)
+		})
 	}
-	if msgs[0].MailOpts.EnvelopeID != id || !strings.Contains(string(msgs[0].Data), "X-Answer-Relay-ID: "+id) {
-		t.Errorf("ENVID %q or tag header missing upstream", msgs[0].MailOpts.EnvelopeID)
+}
+
+func checkBounceReopens(t *testing.T, st started, upstream *smtptest.Server, rc *receiver, id, ticket string, rewrite func(id, verp string) (string, string)) {
+	t.Helper()
+	var from string
+	eventually(t, "the answer upstream", func() bool {
+		for _, m := range upstream.Messages() {
+			if strings.Contains(string(m.Data), "X-Answer-Relay-ID: "+id) {
+				from = m.From
+				if m.MailOpts.EnvelopeID != id {
+					t.Errorf("ENVID upstream = %q, want %q", m.MailOpts.EnvelopeID, id)
+				}
+				return true
+			}
+		}
+		return false
+	})
+	if want := "bounce+" + id + "@bounces.test"; from != want {
+		t.Errorf("envelope sender upstream = %q, want VERP %q", from, want)
 	}
 	var ind struct {
 		Status string `json:"status"`
@@ -228,17 +283,13 @@ func TestServeAnswerBouncesAndReopensTicket(t *testing.T) {
 	}
 	eventually(t, "answer sent", func() bool { apiGet(t, st.API.String(), "/api/v1/answers/"+id, &ind); return ind.Status == "sent" })
 
-	// The recipient's server bounces it hours later: a real Postfix DSN,
-	// sent to the VERP address on the bounce listener.
-	raw, err := os.ReadFile("testdata/failed-postfix.eml")
-	if err != nil {
-		t.Fatal(err)
-	}
+	// The recipient's server bounces it hours later.
+	msg, rcpt := rewrite(id, from)
 	c, err := smtp.Dial(st.Bounce.String())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := c.SendMail("", []string{msgs[0].From}, strings.NewReader(string(raw))); err != nil {
+	if err := c.SendMail("", []string{rcpt}, strings.NewReader(msg)); err != nil {
 		t.Fatalf("bounce listener: %v", err)
 	}
 	c.Close()
@@ -271,7 +322,7 @@ func TestServeAnswerBouncesAndReopensTicket(t *testing.T) {
 		}
 	}
 	reopen := got[3].Data
-	if reopen.Note != "System reopened ticket because an answer was not delivered" || reopen.TicketID != "T-77" ||
+	if reopen.Note != "System reopened ticket because an answer was not delivered" || reopen.TicketID != ticket ||
 		reopen.Report == nil || reopen.Report.StatusCode != "5.1.1" {
 		t.Errorf("ticket.reopen data = %+v", reopen)
 	}
