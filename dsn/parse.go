@@ -153,7 +153,11 @@ func (c *collector) entity(h textproto.Header, body io.Reader, depth int) {
 		if depth >= maxDepth || params["boundary"] == "" {
 			return
 		}
-		mr := textproto.NewMultipartReader(body, params["boundary"])
+		boundary := params["boundary"]
+		if br, ok := body.(*bufio.Reader); ok {
+			boundary = checkBoundary(br, boundary)
+		}
+		mr := textproto.NewMultipartReader(body, boundary)
 		for {
 			p, err := mr.NextPart()
 			if err != nil {
@@ -239,6 +243,7 @@ type guard struct {
 	dash    int  // leading '-' of the current line, up to 2
 	header  bool // in a header block
 	hbytes  int  // bytes of the current header block
+	hlines  int  // lines of the current header block
 }
 
 func (g *guard) Read(p []byte) (int, error) {
@@ -278,7 +283,7 @@ func (g *guard) Read(p []byte) (int, error) {
 					break
 				}
 				if g.dash == 2 {
-					g.header, g.hbytes = true, 0
+					g.header, g.hbytes, g.hlines = true, 0, 0
 				}
 				g.line, g.dash, g.cr = 0, 0, false
 				i += k
@@ -286,11 +291,37 @@ func (g *guard) Read(p []byte) (int, error) {
 			}
 		}
 		b := p[i]
+		if g.header && g.line == 0 && g.hlines > 0 && !g.cr && b != '\n' && b != '\r' && b != ' ' && b != '\t' &&
+			g.dash == 0 && notField(p[i:n]) {
+			// A line in a header block that is neither a field nor
+			// indented: a folded line whose indentation was lost, as
+			// in `boundary="..."` under a Content-Type. Indent it so
+			// that the header reader takes it as a continuation and
+			// does not give up on the whole part.
+			rest := make([]byte, 0, 1+n-i+len(g.pending))
+			if i > 0 {
+				rest = append(rest, ' ')
+			}
+			rest = append(append(rest, p[i:n]...), g.pending...)
+			g.pending = rest
+			if err != nil {
+				g.err = err
+			}
+			if i > 0 {
+				return i, nil
+			}
+			p[0] = ' '
+			g.line = 1
+			return 1, nil
+		}
 		if b == '\n' {
+			if g.header {
+				g.hlines++
+			}
 			if g.header && g.line == 0 {
 				g.header = false
 			} else if g.dash == 2 {
-				g.header, g.hbytes = true, 0
+				g.header, g.hbytes, g.hlines = true, 0, 0
 			}
 			g.line, g.dash, g.cr = 0, 0, false
 			continue
@@ -331,4 +362,41 @@ func (g *guard) Read(p []byte) (int, error) {
 		g.err, err = err, nil
 	}
 	return n, err
+}
+
+// notField reports whether the line at the start of b, which must be
+// complete in b, is no header field: it has no colon, or white space before
+// its first colon. A line not complete in b counts as a field.
+func notField(b []byte) bool {
+	k := bytes.IndexByte(b, '\n')
+	if k < 0 {
+		return false
+	}
+	l := b[:k]
+	c := bytes.IndexByte(l, ':')
+	return c <= 0 || bytes.ContainsAny(l[:c], " \t")
+}
+
+// checkBoundary returns the boundary the body in br really uses: the one the
+// header names when a delimiter line with it comes in the first buffer,
+// otherwise the first line there that looks like a delimiter. Anonymised
+// and hand-edited bounces do not always keep the two in step.
+func checkBoundary(br *bufio.Reader, boundary string) string {
+	b, _ := br.Peek(br.Size())
+	if len(b) == 0 || bytes.Contains(b, []byte("--"+boundary)) {
+		return boundary
+	}
+	for len(b) > 0 {
+		line := b
+		if k := bytes.IndexByte(b, '\n'); k >= 0 {
+			line, b = b[:k], b[k+1:]
+		} else {
+			b = nil
+		}
+		line = bytes.TrimRight(line, " \t\r")
+		if len(line) > 2+8 && line[0] == '-' && line[1] == '-' && line[2] != '-' && !bytes.ContainsAny(line, " \t") {
+			return string(line[2:])
+		}
+	}
+	return boundary
 }

@@ -431,6 +431,8 @@ var vendorPhrases = []struct{ phrase, reason string }{
 	{"sorry, i couldn't find a mail exchanger or ip address", ReasonNotAccept},
 	{"sorry, i wasn't able to establish an smtp connection", ReasonNetworkError},
 	{"unable to contact ldap server", ReasonSystemError},
+	// qmail: the step of the session that failed.
+	{"but my name was rejected", ReasonBlocked},
 	// Yahoo! (dd = "delivery denied") and Verizon Media.
 	{"this user doesn't have a * account", ReasonUserUnknown},
 	// Google: a recipient receiving faster than allowed.

@@ -301,6 +301,12 @@ func commandOf(text string) string {
 		{"end of data", "DATA"}, {"after data", "DATA"}, {"data command", "DATA"}, {">>> data", "DATA"},
 		{"smtp:rcpt", "RCPT"}, {"rcpt_to", "RCPT"}, {"in reply to rcpt", "RCPT"},
 		{"ehlo", "EHLO"}, {"helo", "HELO"}, {"starttls", "STARTTLS"},
+		// qmail names the step instead of the command.
+		{"does not like recipient", "RCPT"}, {"does not like sender", "MAIL"},
+		{"but sender was rejected", "MAIL"}, {"but my name was rejected", "HELO"},
+		{"didn't like the end of data", "DATA"}, {"after end of data", "DATA"},
+		// Exchange Online's summary of a refused RCPT.
+		{"returned unknown recipient or mailbox unavailable", "RCPT"},
 	} {
 		if i := strings.LastIndex(l, c.phrase); i > at {
 			best, at = c.cmd, i
@@ -360,7 +366,7 @@ func finish(r *rcpt, temporary bool) Recipient {
 	reason := classify(r, status, reply)
 	if status == "" {
 		class := "5"
-		if strings.HasPrefix(reply, "4") || action == "delayed" {
+		if strings.HasPrefix(reply, "4") || temporaryDiag(diag) {
 			class = "4"
 		}
 		if code, ok := reasonStatus[reason]; ok {
@@ -387,12 +393,29 @@ func finish(r *rcpt, temporary bool) Recipient {
 	}
 }
 
+// temporaryDiag reports whether a diagnostic says the last attempt failed
+// for a passing reason, so that a code made up for it is of class 4: the
+// recipient's delivery is retried or was given up only because retrying
+// took too long (Exim's "retry timeout exceeded").
+func temporaryDiag(d string) bool {
+	l := strings.ToLower(d)
+	for _, p := range []string{"will be retried", "will retry", "still trying", "will continue to try",
+		"retry timeout exceeded", "have been failing for a long time", "this is a temporary error"} {
+		if strings.Contains(l, p) && !strings.Contains(l, "delivery "+p) {
+			// GMX words a permanent give-up "delivery retry timeout
+			// exceeded".
+			return true
+		}
+	}
+	return false
+}
+
 // isTemporary reports whether the text of a bounce says the failure is
 // temporary and delivery is still being tried.
 func isTemporary(text string) bool {
 	l := strings.ToLower(text)
 	for _, p := range []string{"will be retried", "will retry", "still trying", "not yet been delivered",
-		"delivery is delayed", "delayed", "temporary failure", "this is a temporary error",
+		"delivery is delayed", "delayed", "this is a temporary error",
 		"warning: message", "will continue to try", "deferred"} {
 		if strings.Contains(l, p) {
 			return true

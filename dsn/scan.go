@@ -128,6 +128,7 @@ func scanText(text string, top textproto.Header, rh []Field) []*rcpt {
 		line int
 		addr string
 		rest string
+		cmd  string // the SMTP command the line shows the address in
 	}
 	var anchors []anchor
 	for i, l := range ls {
@@ -153,7 +154,13 @@ func scanText(text string, top textproto.Header, rh []Field) []*rcpt {
 			// The address again in the lines of its own diagnostic.
 			continue
 		}
-		anchors = append(anchors, anchor{i, a.addr, rest})
+		cmd := ""
+		if strings.HasSuffix(lead, "rcpt to") || lead == "rcpt" {
+			// ">>> RCPT To:<a>" in a session transcript: what follows
+			// is the reply to RCPT.
+			cmd = "RCPT"
+		}
+		anchors = append(anchors, anchor{i, a.addr, rest, cmd})
 	}
 	var out []*rcpt
 	byAddr := map[string]*rcpt{}
@@ -203,7 +210,7 @@ func scanText(text string, top textproto.Header, rh []Field) []*rcpt {
 			}
 			continue
 		}
-		r := &rcpt{address: a.addr, diag: diag}
+		r := &rcpt{address: a.addr, diag: diag, command: a.cmd}
 		byAddr[key] = r
 		out = append(out, r)
 	}
@@ -281,6 +288,9 @@ func mergeScan(rs []*rcpt, scan []*rcpt) {
 		}
 		if s != nil {
 			r.context = s.diag
+			if r.command == "" {
+				r.command = s.command
+			}
 			switch {
 			case r.diag == "":
 				r.diag = s.diag
