@@ -669,7 +669,7 @@ func (s *demoSession) Rcpt(to string, opts *smtp.RcptOptions) error {
 		}
 		s.u.mu.Unlock()
 		if left := s.u.o.SlowFor - time.Since(first); left > 0 {
-			s.u.out.line("upstream", "", to, "451 4.2.0 Mailbox busy, try again later (for %s more)", left.Round(time.Second))
+			s.u.out.line("upstream", "", to, "451 4.2.0 Mailbox busy, try again later (for %s more)", left.Truncate(time.Second)+time.Second)
 			return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 2, 0}, Message: "Mailbox busy, try again later"}
 		}
 	}
