@@ -231,6 +231,9 @@ func TestSlowReceiverTimesOut(t *testing.T) {
 		})
 		cfg := testConfig(rcv.URL())
 		cfg.Timeout = 200 * time.Millisecond
+		// Give the receiver time to notice the abandoned request before
+		// the retry comes.
+		cfg.BackoffMin, cfg.BackoffMax = 100*time.Millisecond, 200*time.Millisecond
 		r := start(t, cfg, st, clk)
 		ids := produce(t, st, clk, 2, true)
 		waitFor(t, 10*time.Second, "every event delivered", func() bool { return rcv.deliveredAll(ids, 4) })
