@@ -45,6 +45,19 @@ func analyze(c *collector) *Report {
 		return rep
 	}
 
+	if len(c.status) == 0 {
+		if kind, rs, fb, mta, ok := sesReport(body); ok {
+			rep.Kind, rep.ReportingMTA = kind, mta
+			if kind == KindFeedback {
+				rep.Recipients = fb
+				return rep
+			}
+			for _, r := range rs {
+				rep.Recipients = append(rep.Recipients, finish(r, false))
+			}
+			return rep
+		}
+	}
 	var rcpts []*rcpt
 	for _, s := range c.status {
 		ds := parseStatus(s)
@@ -90,6 +103,7 @@ func analyze(c *collector) *Report {
 				// refused.
 				r.reason = ReasonRejected
 			}
+			r.reporter = rep.ReportingMTA
 			rep.Recipients = append(rep.Recipients, finish(r, temporary))
 		}
 		return rep

@@ -12,6 +12,8 @@ type rcpt struct {
 	diagType  string
 	remoteMTA string
 	reason    string // set by a format rule that knows better than the text
+	final     bool   // reason is a service's own verdict: no probing
+	reporter  string // the reporting MTA
 	command   string // the SMTP command the error answered, when known
 	context   string // what the human-readable text says about the recipient
 }
@@ -74,7 +76,15 @@ func parseStatus(s string) statusReport {
 			cur.original = a
 		default:
 			if cur == nil {
-				continue
+				// Some reporters write a recipient's fields before its
+				// Final-Recipient.
+				switch name {
+				case "action", "status", "diagnostic-code", "remote-mta":
+					cur = &rcpt{}
+					ds.rcpts = append(ds.rcpts, cur)
+				default:
+					continue
+				}
 			}
 			switch name {
 			case "action":

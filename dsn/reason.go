@@ -131,7 +131,7 @@ var secondOrder = []string{
 // (status code and phrases); then the phrases of secondOrder, the status
 // code, its class and the action decide.
 func classify(r *rcpt, status, reply string) string {
-	if r.reason != "" && !tentative[r.reason] {
+	if r.final || r.reason != "" && !tentative[r.reason] {
 		return r.reason
 	}
 	if strings.HasPrefix(status, "2.") {
@@ -339,6 +339,9 @@ func finish(r *rcpt, temporary bool) Recipient {
 		status = ""
 	}
 	if s := findStatus(diag); s != "" {
+		if rs := replyStatus(diag); rs != "" && rs != s {
+			s = rs
+		}
 		status = preferStatus(status, s, reply)
 	}
 	if r.reason == "" {
@@ -362,6 +365,14 @@ func finish(r *rcpt, temporary bool) Recipient {
 	}
 	if r.command == "" {
 		r.command = commandOf(r.context)
+	}
+	hosts := []string{strings.ToLower(r.remoteMTA), strings.ToLower(r.reporter)}
+	if at := strings.LastIndexByte(r.address, '@'); at >= 0 {
+		hosts = append(hosts, strings.ToLower(r.address[at+1:]))
+	}
+	if sr := serviceReason(hosts, reply, status, r.command, diag, strings.ToLower(diag)); sr != "" &&
+		(r.reason == "" || tentative[r.reason]) {
+		r.reason, r.final = sr, true
 	}
 	reason := classify(r, status, reply)
 	if status == "" {

@@ -192,7 +192,7 @@ func findReplyCode(s string) string {
 			s[i+3] == ')' || s[i+3] == ']' || s[i+3] == ',' || s[i+3] == '"') {
 			continue
 		}
-		if i+4 < len(s) && s[i+3] == '-' && !(s[i+4] == ' ' || isDigit(s[i+4]) || s[i+4] >= 'A') {
+		if i+4 < len(s) && s[i+3] == '-' && !(s[i+4] == ' ' || isDigit(s[i+4]) || s[i+4] >= 'A' || s[i+4] == '\'') {
 			continue
 		}
 		return s[i : i+3]
@@ -214,4 +214,31 @@ func asciiLower(s string) string {
 		}
 	}
 	return string(b)
+}
+
+// replyStatus returns the first enhanced status code in s that directly
+// follows an SMTP reply code ("550 5.7.1", "550-'5.7.1"): the remote
+// server's own code, which a relay's summary code before it ("5.1.0 -
+// Unknown address error 550-'5.7.1 ...") only paraphrases.
+func replyStatus(s string) string {
+	for i := 0; i+8 < len(s); i++ {
+		c := s[i]
+		if (c != '4' && c != '5') || !isDigit(s[i+1]) || !isDigit(s[i+2]) || (i > 0 && isDigit(s[i-1])) {
+			continue
+		}
+		j := i + 3
+		if s[j] != ' ' && s[j] != '-' {
+			continue
+		}
+		j++
+		if j < len(s) && (s[j] == '\'' || s[j] == '"') {
+			j++
+		}
+		if j < len(s) && s[j] == c {
+			if st := findStatus(s[j:]); st != "" && strings.HasPrefix(s[j:], st) {
+				return st
+			}
+		}
+	}
+	return ""
 }
