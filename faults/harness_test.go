@@ -548,6 +548,7 @@ type hookEvent struct {
 	ID   string
 	Type string
 	Seq  int64
+	At   time.Time // arrival
 }
 
 // hooks is a webhook receiver that verifies every signature with the
@@ -640,7 +641,7 @@ func (h *hooks) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	h.mu.Lock()
 	h.total++
-	h.byAnswer[p.Data.AnswerID] = append(h.byAnswer[p.Data.AnswerID], hookEvent{ID: r.Header.Get("webhook-id"), Type: p.Type, Seq: p.Data.Seq})
+	h.byAnswer[p.Data.AnswerID] = append(h.byAnswer[p.Data.AnswerID], hookEvent{ID: r.Header.Get("webhook-id"), Type: p.Type, Seq: p.Data.Seq, At: time.Now()})
 	h.mu.Unlock()
 	w.WriteHeader(http.StatusNoContent)
 }
