@@ -129,6 +129,7 @@ func scanText(text string, top textproto.Header, rh []Field) []*rcpt {
 		addr string
 		rest string
 		cmd  string // the SMTP command the line shows the address in
+		sent bool   // a Sendmail error line, "554 <a>... text"
 	}
 	var anchors []anchor
 	for i, l := range ls {
@@ -143,7 +144,7 @@ func scanText(text string, top textproto.Header, rh []Field) []*rcpt {
 		a := as[0]
 		lead := strings.ToLower(strings.TrimSpace(strings.Trim(strings.TrimSpace(t[:a.start]), `<"'(:[`)))
 		lead = strings.TrimSpace(strings.TrimSuffix(lead, ":"))
-		if !leadIns[lead] && !leadInEnd(lead) {
+		if !leadIns[lead] && !leadInEnd(lead) && !replyLead(lead) {
 			continue
 		}
 		if excl[strings.ToLower(a.addr)] || isDaemon(a.addr) {
@@ -160,7 +161,12 @@ func scanText(text string, top textproto.Header, rh []Field) []*rcpt {
 			// is the reply to RCPT.
 			cmd = "RCPT"
 		}
-		anchors = append(anchors, anchor{i, a.addr, rest, cmd})
+		sent := replyLead(lead)
+		if sent {
+			// The reply code and status belong to the diagnostic.
+			rest = lead + " " + rest
+		}
+		anchors = append(anchors, anchor{i, a.addr, rest, cmd, sent})
 	}
 	var out []*rcpt
 	byAddr := map[string]*rcpt{}
@@ -168,6 +174,21 @@ func scanText(text string, top textproto.Header, rh []Field) []*rcpt {
 		end := len(ls)
 		if k+1 < len(anchors) {
 			end = anchors[k+1].line
+		}
+		if a.sent {
+			// A Sendmail error line stands alone; the server's reply it
+			// reports is in the "<<<" lines of the transcript above it,
+			// after the ">>>" command they answer.
+			prev := 0
+			if k > 0 {
+				prev = anchors[k-1].line + 1
+			}
+			cmd, reply := transcriptAbove(ls[prev:a.line])
+			if a.cmd == "" {
+				a.cmd = cmd
+			}
+			a.rest = strings.TrimSpace(reply + " " + a.rest)
+			end = a.line + 1
 		}
 		var b strings.Builder
 		b.WriteString(a.rest)
@@ -365,4 +386,46 @@ func unfinishedReply(t string) bool {
 	}
 	i := strings.Index(t, c+"-")
 	return i >= 0 && !strings.Contains(t[i:], c+" ")
+}
+
+// replyLead reports whether the words before an address are an SMTP reply
+// code, optionally with a status code: Sendmail's per-recipient error lines
+// ("554 <a>... Host unknown", "550 5.1.1 <a>... User unknown").
+func replyLead(lead string) bool {
+	code, st, _ := strings.Cut(lead, " ")
+	if len(code) != 3 || (code[0] != '4' && code[0] != '5') || !isDigit(code[1]) || !isDigit(code[2]) {
+		return false
+	}
+	return st == "" || findStatus(st) == st
+}
+
+// transcriptAbove returns the last SMTP command (">>> RCPT To:<a>") of a
+// session transcript and the server's reply lines after it ("<<< 550 ...").
+func transcriptAbove(ls []string) (cmd, reply string) {
+	start := -1
+	for i := len(ls) - 1; i >= 0; i-- {
+		t := strings.TrimSpace(ls[i])
+		if strings.HasPrefix(t, ">>> ") {
+			cmd = strings.ToUpper(strings.Fields(t[4:] + " x")[0])
+			if len(cmd) > 4 {
+				cmd = cmd[:4]
+			}
+			start = i + 1
+			break
+		}
+		if strings.HasPrefix(strings.ToLower(t), "while talking to") {
+			break
+		}
+	}
+	if start < 0 {
+		return "", ""
+	}
+	var b strings.Builder
+	for _, l := range ls[start:] {
+		if t := strings.TrimSpace(l); strings.HasPrefix(t, "<<< ") {
+			b.WriteString(t[4:])
+			b.WriteByte(' ')
+		}
+	}
+	return cmd, strings.TrimSpace(b.String())
 }
