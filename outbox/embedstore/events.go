@@ -52,10 +52,10 @@ func saveEvState(tx *bolt.Tx, id string, old, st *evState, pending bool) error {
 		}
 	}
 	if pending {
-		if err := ready.Put(tsKey(st.Ready, id), nil); err != nil {
+		if err := ready.Put(tsKey(st.Ready, id), present); err != nil {
 			return err
 		}
-		if err := head.Put(tsKey(st.Head, id), nil); err != nil {
+		if err := head.Put(tsKey(st.Head, id), present); err != nil {
 			return err
 		}
 	}

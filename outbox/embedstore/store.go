@@ -161,6 +161,11 @@ func (s *Store) update(ctx context.Context, fn func(*bolt.Tx) error) error {
 	return wrap(s.db.Batch(fn))
 }
 
+// present is the value of index keys whose presence is what matters. It is
+// not empty: within a read-write transaction bbolt's Get returns nil for a
+// key written with an empty value, which made such a key look absent.
+var present = []byte{1}
+
 // token returns a fresh random token for a lease, claim or body key.
 func token() string {
 	var b [12]byte
@@ -236,7 +241,7 @@ func (s *Store) put(tx *bolt.Tx, before, after *outbox.Answer) error {
 		}
 	}
 	for _, e := range cur {
-		if err := tx.Bucket([]byte(e.bucket)).Put([]byte(e.key), nil); err != nil {
+		if err := tx.Bucket([]byte(e.bucket)).Put([]byte(e.key), present); err != nil {
 			return err
 		}
 	}
@@ -309,7 +314,7 @@ func setDue(tx *bolt.Tx, id string, at *time.Time) error {
 		return keys.Delete([]byte(id))
 	}
 	k := tsKey(*at, id)
-	if err := due.Put(k, nil); err != nil {
+	if err := due.Put(k, present); err != nil {
 		return err
 	}
 	return keys.Put([]byte(id), k)

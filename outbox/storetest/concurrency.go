@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -25,6 +26,52 @@ func parallel(n int, f func(i int)) {
 }
 
 func testConcurrency(t *testing.T, open Opener) {
+	t.Run("events added while the head is claimed stay behind it", func(t *testing.T) {
+		// A claim and new events for the same answer racing each other:
+		// the claimed head must stay claimed, however the engine batches
+		// the two writes.
+		h := newHarness(t, open)
+		const n = 40
+		ids := make([]string, n)
+		for i := range ids {
+			ids[i] = h.accept(spec{noAdvance: true}).ID
+		}
+		var mu sync.Mutex
+		claimed := map[string]int{}
+		parallel(3, func(w int) {
+			if w == 2 { // the writer: a bounce per answer adds two events
+				for _, id := range ids {
+					if _, err := h.s.RecordReport(h.ctx, id, h.report("failed", rcptA), nil); err != nil {
+						t.Errorf("RecordReport(%s): %v", id, err)
+					}
+				}
+				return
+			}
+			for range 60 {
+				cs, err := h.s.ClaimEvents(h.ctx, fmt.Sprintf("c%d", w), 8, time.Hour)
+				if err != nil {
+					t.Errorf("ClaimEvents: %v", err)
+					return
+				}
+				mu.Lock()
+				for _, c := range cs {
+					claimed[c.Event.ID]++
+				}
+				mu.Unlock()
+			}
+		})
+		for id, k := range claimed {
+			if k > 1 {
+				t.Errorf("event %s claimed %d times within one claim's ttl", id, k)
+			}
+		}
+		for id := range claimed {
+			if !strings.HasSuffix(id, "-1") {
+				t.Errorf("event %s claimed while its answer's first event was never acked", id)
+			}
+		}
+	})
+
 	t.Run("two workers never hold one answer", func(t *testing.T) {
 		h := newHarness(t, open)
 		const n = 60
