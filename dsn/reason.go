@@ -110,18 +110,17 @@ var reasonStatus = map[string]string{
 var firstOrder = []string{
 	ReasonMailboxFull, ReasonMesgTooBig, ReasonExceedLimit, ReasonSuspend, ReasonHasMoved,
 	ReasonNoRelaying, ReasonAuthFailure, ReasonUserUnknown, ReasonFiltered, ReasonRequirePTR,
-	ReasonNotCompliantRFC, ReasonBadReputation, ReasonContentError, ReasonRejected, ReasonNetworkError,
-	ReasonNotAccept, ReasonHostUnknown, ReasonSpamDetected, ReasonSpeeding, ReasonTooManyConn,
-	ReasonBlocked,
+	ReasonNotCompliantRFC, ReasonBadReputation, ReasonContentError, ReasonRejected, ReasonHostUnknown,
+	ReasonSpamDetected, ReasonSpeeding, ReasonTooManyConn, ReasonBlocked,
 }
 
 // secondOrder is the order of the second pass: diagnostic texts that only
 // hint at a reason.
 var secondOrder = []string{
 	ReasonMailboxFull, ReasonAuthFailure, ReasonBadReputation, ReasonSpeeding, ReasonSpamDetected,
-	ReasonVirusDetected, ReasonPolicyViolation, ReasonNoRelaying, ReasonExpired, ReasonSystemError,
+	ReasonVirusDetected, ReasonPolicyViolation, ReasonNoRelaying, ReasonSystemError,
 	ReasonNetworkError, ReasonSuspend, ReasonContentError, ReasonSystemFull, ReasonNotAccept,
-	ReasonFailedSTARTTLS, ReasonSecurityError, ReasonSuppressed, ReasonMailerError,
+	ReasonExpired, ReasonFailedSTARTTLS, ReasonSecurityError, ReasonSuppressed, ReasonMailerError,
 }
 
 // classify decides the reason of one recipient from its status code,

@@ -245,6 +245,29 @@ var servicePhrases = []struct {
 	{godaddyHosts, "", "message is looping", ReasonSystemError},
 	{godaddyHosts, "", "recipient not found", ReasonUserUnknown},
 	{godaddyHosts, "", "account does not exist", ReasonUserUnknown},
+	// Yahoo Inc. (Yahoo, AOL, Verizon Media).
+	{yahooHosts, "", "yahoo requires all senders to authenticate with either spf or dkim", ReasonAuthFailure},
+	{yahooHosts, "", " because the ip is in spamhaus's list;", ReasonBlocked},
+	{yahooHosts, "", "not accepted from ip addresses on spamhaus xbl", ReasonBlocked},
+	{yahooHosts, "", "relaying denied for ", ReasonNoRelaying},
+	{yahooHosts, "", "headers are not rfc compliant", ReasonNotCompliantRFC},
+	{yahooHosts, "", "not accepted for policy reasons", ReasonPolicyViolation},
+	{yahooHosts, "", "temporarily deferred due to unexpected volume or user complaints", ReasonRejected},
+	{yahooHosts, "", "due to unresolvable rfc.5321 domain", ReasonRejected},
+	{yahooHosts, "", " will be permanently deferred", ReasonRejected},
+	{yahooHosts, "", "user is receiving mail too quickly", ReasonSpeeding},
+	{yahooHosts, "", " is no longer valid.", ReasonSuspend},
+	{yahooHosts, "", "this mailbox is disabled", ReasonSuspend},
+	{yahooHosts, "", "syntax error in parameters or arguments", ReasonSyntaxError},
+	{yahooHosts, "", "max message per connection reached", ReasonTooManyConn},
+	{yahooHosts, "", "dd this user doesn't have a ", ReasonUserUnknown},
+	{yahooHosts, "", "mailbox not found", ReasonUserUnknown},
+	// AOL's own MX hosts.
+	{aolHosts, "", "host or domain name not found", ReasonHostUnknown},
+	{aolHosts, "", "type=mx: malformed or unexpected name server reply", ReasonNotAccept},
+	// Google Workspace.
+	{gsuiteHosts, "", "because the address couldn't be found. check for typos or unnecessary spaces and try again.", ReasonUserUnknown},
+	{gsuiteHosts, "", "null mx", ReasonNotAccept},
 	// NTT DOCOMO.
 	{docomoHosts, "", "552 too much mail data", ReasonMailboxFull},
 	{docomoHosts, "", "503 bad sequence of commands", ReasonSyntaxError},
@@ -258,6 +281,9 @@ var (
 	messagelabsHosts = []string{".messagelabs.com"}
 	godaddyHosts     = []string{"smtp.secureserver.net", "mailstore1.secureserver.net"}
 	docomoHosts      = []string{"mfsmax.docomo.ne.jp"}
+	yahooHosts       = []string{".yahoodns.net"}
+	aolHosts         = []string{".mail.aol.com", ".mx.aol.com"}
+	gsuiteHosts      = []string{"googlemail.com"}
 )
 
 // serviceReason returns the reason a service's own code or documented
