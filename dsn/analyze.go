@@ -39,6 +39,26 @@ func analyze(c *collector) *Report {
 	rep.Tag = strings.TrimSpace(headerValue(rh, "X-Answer-Relay-Id"))
 	rep.VERP = verp(top)
 
+	if strings.EqualFold(strings.TrimSpace(top.Get("X-Apple-Unsubscribe")), "true") {
+		// Apple Mail's unsubscribe request, sent on the user's behalf to
+		// the List-Unsubscribe address: an opt-out complaint.
+		rep.Kind = KindFeedback
+		rep.Recipients = append(rep.Recipients, Recipient{Address: firstAddr(top.Get("From")),
+			Reason: ReasonFeedback, FeedbackType: "opt-out"})
+		return rep
+	}
+	if c.feedback == "" && isHotmailComplaint(top) {
+		// Microsoft's junk mail reporting program (JMRP) forwards the
+		// reported message without a feedback-report part; the reporting
+		// user's address is in X-HmXmrOriginalRecipient.
+		rep.Kind = KindFeedback
+		a := firstAddr(headerValue(rh, "X-Hmxmroriginalrecipient"))
+		if a == "" {
+			a = firstAddr(headerValue(rh, "To"))
+		}
+		rep.Recipients = append(rep.Recipients, Recipient{Address: a, Reason: ReasonFeedback, FeedbackType: "abuse"})
+		return rep
+	}
 	if c.feedback != "" || strings.Contains(strings.ToLower(top.Get("Content-Type")), "feedback-report") {
 		rep.Kind = KindFeedback
 		rep.Recipients = feedback(c.feedback, rh, top)
@@ -284,4 +304,11 @@ func hasStatusFields(text string) bool {
 		}
 		i += k + 5
 	}
+}
+
+// isHotmailComplaint reports whether h is the header of a complaint that
+// Microsoft's junk mail reporting program sends.
+func isHotmailComplaint(h textproto.Header) bool {
+	return strings.Contains(strings.ToLower(h.Get("From")), "staff@hotmail.com") &&
+		strings.Contains(strings.ToLower(h.Get("Subject")), "complaint about message from")
 }

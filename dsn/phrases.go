@@ -425,12 +425,17 @@ var vendorPhrases = []struct{ phrase, reason string }{
 	{"queue.expired", ReasonExpired},
 	{"message expired, dns query failed", ReasonNetworkError},
 	{"despite repeated attempts to deliver your message", ReasonExpired},
+	{"message expired, connection refused", ReasonExpired},
 	// Courier.
 	{"no such domain.", ReasonHostUnknown},
 	// qmail: no MX and no address record.
 	{"sorry, i couldn't find a mail exchanger or ip address", ReasonNotAccept},
 	{"sorry, i wasn't able to establish an smtp connection", ReasonNetworkError},
 	{"unable to contact ldap server", ReasonSystemError},
+	// au (KDDI) EZweb.
+	{"the user(s) account is disabled", ReasonSuspend},
+	{"each of the following recipients was rejected by a remote mail server", ReasonFiltered},
+	{"remote host is not responding", ReasonExpired},
 	// qmail: the step of the session that failed.
 	{"but my name was rejected", ReasonBlocked},
 	// Yahoo! (dd = "delivery denied") and Verizon Media.
@@ -451,4 +456,18 @@ func vendorReason(d string) string {
 		}
 	}
 	return ""
+}
+
+// namesReason reports whether the lower-case text d has a wording that
+// names some reason.
+func namesReason(d string) bool {
+	if vendorReason(d) != "" {
+		return true
+	}
+	for reason := range phrases {
+		if has(reason, d) {
+			return true
+		}
+	}
+	return false
 }

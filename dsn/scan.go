@@ -224,6 +224,19 @@ func scanText(text string, top textproto.Header, rh []Field) []*rcpt {
 			}
 		}
 		diag := clip(squeeze(b.String()))
+		if diag == "" {
+			// Nothing after the address: some bounces (au EZweb, several
+			// Japanese carriers) put the reason in the lines before the
+			// list of recipients.
+			prev := 0
+			if k > 0 {
+				prev = anchors[k-1].line + 1
+			}
+			above := clip(squeeze(strings.Join(lastLines(ls[prev:a.line], maxLinesAbove), " ")))
+			if namesReason(strings.ToLower(above)) {
+				diag = above
+			}
+		}
 		key := strings.ToLower(a.addr)
 		if r, ok := byAddr[key]; ok {
 			if diag != "" && !strings.Contains(r.diag, diag) {
@@ -428,4 +441,22 @@ func transcriptAbove(ls []string) (cmd, reply string) {
 		}
 	}
 	return cmd, strings.TrimSpace(b.String())
+}
+
+// maxLinesAbove bounds how many lines before a recipient's address are read
+// when nothing follows it.
+const maxLinesAbove = 6
+
+// lastLines returns the last n non-blank lines of ls.
+func lastLines(ls []string, n int) []string {
+	var out []string
+	for i := len(ls) - 1; i >= 0 && len(out) < n; i-- {
+		if t := strings.TrimSpace(ls[i]); t != "" {
+			out = append(out, t)
+		}
+	}
+	for i, j := 0, len(out)-1; i < j; i, j = i+1, j-1 {
+		out[i], out[j] = out[j], out[i]
+	}
+	return out
 }
