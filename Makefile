@@ -20,3 +20,12 @@ promtool:
 
 test: check
 	$(GO) test -count=1 -timeout 15m ./...
+
+# The fault suite of issue 10 at its full counts (docs/reliability.md), then
+# the fuzz targets of the SMTP session and the config loader for minutes
+# each. Every case appends its figures to $FAULTS_FIGURES.
+.PHONY: faults
+faults:
+	FAULTS_FIGURES=$${FAULTS_FIGURES:-/tmp/answer-relay-faults.txt} $(GO) test -count=1 -timeout 60m -v ./faults -faults
+	$(GO) test -run '^$$' -fuzz '^FuzzSession$$' -fuzztime 3m ./relay
+	$(GO) test -run '^$$' -fuzz '^FuzzLoad$$' -fuzztime 3m ./internal/config

@@ -18,25 +18,33 @@ import (
 // when the kill fell between the upstream's 250 and the relay recording it,
 // so duplicates stay within one per worker per kill.
 func TestRelayKilledUnderLoad(t *testing.T) {
-	rs := redistest.Start(t, redistest.WithAOF())
+	t.Run("redis", func(t *testing.T) {
+		killUnderLoad(t, redistest.Start(t, redistest.WithAOF()).URL())
+	})
+	t.Run("embedded", func(t *testing.T) { killUnderLoad(t, "") })
+}
+
+func killUnderLoad(t *testing.T, redisURL string) {
 	sk := startSink(t)
 	const workers = 4
-	rp := startRelay(t, relayOpts{Upstream: sk.Addr, RedisURL: rs.URL(), Workers: workers, LeaseTTL: 3 * time.Second})
+	rp := startRelay(t, relayOpts{Upstream: sk.Addr, RedisURL: redisURL, Workers: workers, LeaseTTL: 3 * time.Second})
 
 	n := scaled(1500, 10000)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var wg sync.WaitGroup
-	killerDone := make(chan struct{})
 	wg.Go(func() {
-		defer close(killerDone)
 		for {
 			sleepCtx(ctx, time.Duration(2000+rand.IntN(2000))*time.Millisecond)
 			if ctx.Err() != nil {
 				return
 			}
 			rp.kill()
-			rp.start()
+			if err := rp.launch(); err != nil {
+				t.Error(err)
+				cancel()
+				return
+			}
 		}
 	})
 	res := drive(ctx, t, loadSpec{Addrs: []string{rp.SMTP}, Answers: n, Sessions: 8, RejectEvery: 50, Rate: scaled(100, 200), Within: 10 * time.Minute})
@@ -45,7 +53,11 @@ func TestRelayKilledUnderLoad(t *testing.T) {
 
 	l := account(t, res, sk, []*relayProc{rp}, 2*time.Minute)
 	l.check(t, []*relayProc{rp})
-	figures(t, "answers_sent", n, "accepted", l.Accepted, "elapsed", res.Elapsed.Round(time.Second),
+	store := "redis"
+	if redisURL == "" {
+		store = "embedded"
+	}
+	figures(t, "store", store, "answers_sent", n, "accepted", l.Accepted, "elapsed", res.Elapsed.Round(time.Second),
 		"kills", rp.kills, "at_sink", l.AtSink, "not_delivered", l.NotDelivered, "lost", l.Lost,
 		"duplicates", l.Duplicates, "dup_pct", pct(l.Duplicates, l.Accepted), "unacked_resent", l.Unacked,
 		"deferred_4xx", res.Deferred, "conn_errors", res.ConnErrors, "unsent", res.Unsent, "peak_rss_kb", rp.peakHWM.Load())

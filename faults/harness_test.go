@@ -147,8 +147,7 @@ type relayProc struct {
 // when the test ends.
 func startRelay(t *testing.T, o relayOpts) *relayProc {
 	t.Helper()
-	bin := binary(t)
-	_ = bin
+	binary(t)
 	if o.Name == "" {
 		o.Name = "relay-1"
 	}
@@ -215,12 +214,21 @@ func startRelay(t *testing.T, o relayOpts) *relayProc {
 	return p
 }
 
-// start runs the process and waits until its API and SMTP listener answer.
+// start runs the process and waits until its API and SMTP listener
+// answer; it fails the test if the relay does not come up.
 func (p *relayProc) start() {
 	p.t.Helper()
+	if err := p.launch(); err != nil {
+		p.t.Fatal(err)
+	}
+}
+
+// launch is start for goroutines other than the test's: it returns the
+// error instead of failing the test.
+func (p *relayProc) launch() error {
 	logf, err := os.OpenFile(filepath.Join(p.dir, "relay.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
-		p.t.Fatal(err)
+		return err
 	}
 	cmd := exec.Command(relayBin, "serve", "-config", p.cfgPath)
 	cmd.Stdout, cmd.Stderr = logf, logf
@@ -232,7 +240,7 @@ func (p *relayProc) start() {
 	}
 	if err := cmd.Start(); err != nil {
 		_ = logf.Close()
-		p.t.Fatalf("start relay %s: %v", p.name, err)
+		return fmt.Errorf("start relay %s: %w", p.name, err)
 	}
 	exited := make(chan struct{})
 	go func() {
@@ -250,14 +258,14 @@ func (p *relayProc) start() {
 	for {
 		select {
 		case <-exited:
-			p.t.Fatalf("relay %s exited during start: %s", p.name, p.logTail(20))
+			return fmt.Errorf("relay %s exited during start: %s", p.name, p.logTail(20))
 		default:
 		}
 		if p.ready() {
-			return
+			return nil
 		}
 		if time.Now().After(deadline) {
-			p.t.Fatalf("relay %s not ready within 30s: %s", p.name, p.logTail(20))
+			return fmt.Errorf("relay %s not ready within 30s: %s", p.name, p.logTail(20))
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -370,12 +378,6 @@ func (p *relayProc) logTail(n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
-}
-
-// logCount counts log lines containing s.
-func (p *relayProc) logCount(s string) int {
-	b, _ := os.ReadFile(filepath.Join(p.dir, "relay.log"))
-	return bytes.Count(b, []byte(s))
 }
 
 // answerView is what the accounting needs of GET /api/v1/answers/{id}/details.
