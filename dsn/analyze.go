@@ -105,6 +105,13 @@ func analyze(c *collector) *Report {
 	}
 	scan := scanText(errText, top, rh)
 	if len(rcpts) == 0 {
+		if a := autoReply(top, body); a != "" && !fromDaemon(top) && !carriesCodes(scan) {
+			// An automatic reply (RFC 3834) that merely mentions
+			// addresses: no bounce.
+			rep.Kind = KindAutoReply
+			rep.Recipients = append(rep.Recipients, Recipient{Address: a, Reason: ReasonVacation})
+			return rep
+		}
 		rcpts = scan
 	} else {
 		mergeScan(rcpts, scan)
@@ -114,7 +121,7 @@ func analyze(c *collector) *Report {
 		if rep.ReportingMTA == "" {
 			rep.ReportingMTA = reportingMTA(top)
 		}
-		group := strings.Contains(strings.ToLower(top.Get("X-Failed-Recipients")), "@googlegroups.")
+		group := len(c.status) == 0 && strings.Contains(strings.ToLower(top.Get("X-Failed-Recipients")), "@googlegroups.")
 		temporary := isTemporary(errText)
 		for _, r := range rcpts {
 			if group && r.reason == "" {
@@ -311,4 +318,26 @@ func hasStatusFields(text string) bool {
 func isHotmailComplaint(h textproto.Header) bool {
 	return strings.Contains(strings.ToLower(h.Get("From")), "staff@hotmail.com") &&
 		strings.Contains(strings.ToLower(h.Get("Subject")), "complaint about message from")
+}
+
+// fromDaemon reports whether h is from a mailer daemon or postmaster.
+func fromDaemon(h textproto.Header) bool {
+	from := strings.ToLower(h.Get("From"))
+	for _, s := range []string{"mailer-daemon", "postmaster", "mail-daemon", "mailerdaemon", "mdaemon"} {
+		if strings.Contains(from, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// carriesCodes reports whether a recipient's diagnostic has an SMTP reply
+// or status code, the mark of a delivery failure.
+func carriesCodes(rs []*rcpt) bool {
+	for _, r := range rs {
+		if findReplyCode(r.diag) != "" || findStatus(r.diag) != "" {
+			return true
+		}
+	}
+	return false
 }

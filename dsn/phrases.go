@@ -414,6 +414,11 @@ var vendorPhrases = []struct{ phrase, reason string }{
 	// IMail Server.
 	{"delivery failed * attempts", ReasonExpired},
 	{"invalid final delivery userid", ReasonUserUnknown},
+	{"unknown user:", ReasonUserUnknown},
+	{"user mailbox exceeds allowed size:", ReasonMailboxFull},
+	{"unknown host:", ReasonHostUnknown},
+	// Trend Micro InterScan Messaging Security Suite.
+	{"unable to deliver message to*(and other recipients in the same domain)", ReasonUserUnknown},
 	// Lotus Domino and Notes.
 	{"not listed in domino directory", ReasonUserUnknown},
 	{"not listed in public name & address book", ReasonUserUnknown},

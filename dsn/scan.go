@@ -151,6 +151,12 @@ func scanText(text string, top textproto.Header, rh []Field) []*rcpt {
 			continue
 		}
 		rest := strings.TrimLeft(t[a.end:], `>"' :.;,`)
+		if leadInEnd(lead) || lead != "" && namesReason(lead) {
+			// "Unknown user: a", "Unable to deliver message to <a>":
+			// the words before the address are part of what the
+			// bounce says about it.
+			rest = strings.TrimRight(strings.TrimSpace(t[:a.start]), "<\"'([") + " " + rest
+		}
 		if n := len(anchors); n > 0 && strings.EqualFold(anchors[n-1].addr, a.addr) && i-anchors[n-1].line < 4 {
 			// The address again in the lines of its own diagnostic.
 			continue
