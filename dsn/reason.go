@@ -329,7 +329,7 @@ func hard(reason, status, reply string) bool {
 // finish completes a recipient record: status and reply code from the
 // diagnostic where the fields lack them, the reason and the hard flag.
 func finish(r *rcpt, temporary bool) Recipient {
-	diag := clip(squeeze(r.diag))
+	diag := clip(joinReply(squeeze(r.diag)))
 	r.context = clip(r.context)
 	r.diag = diag
 	reply := findReplyCode(diag)

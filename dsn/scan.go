@@ -334,6 +334,12 @@ func mergeScan(rs []*rcpt, scan []*rcpt) {
 			switch {
 			case r.diag == "":
 				r.diag = s.diag
+			case strings.Contains(s.diag, "(in reply to ") && len(s.diag) > len(r.diag) &&
+				strings.Contains(s.diag, squeeze(r.diag)):
+				// Postfix's text says which command the reply answered
+				// ("... (in reply to RCPT TO command)"), which its
+				// Diagnostic-Code leaves out.
+				r.diag = s.diag
 			case firstLineOnly(r.diag) && len(s.diag) > len(r.diag) && strings.Contains(s.diag, squeeze(r.diag)):
 				// Sendmail keeps only the first line of a multi-line
 				// reply ("550-5.7.1 ...") in Diagnostic-Code; the

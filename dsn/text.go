@@ -242,3 +242,47 @@ func replyStatus(s string) string {
 	}
 	return ""
 }
+
+// joinReply removes from a multi-line SMTP reply written on one line the
+// codes that start its continuation lines ("550-5.2.1 The user ... 550-5.2.1
+// prevents ... 550 5.2.1 https://..."), so that the text reads as one
+// sentence; the first code stays.
+func joinReply(d string) string {
+	c := findReplyCode(d)
+	if c == "" {
+		return d
+	}
+	first := strings.Index(d, c)
+	if first < 0 || !strings.Contains(d[first+3:], " "+c) {
+		return d
+	}
+	var b strings.Builder
+	b.WriteString(d[:first+3])
+	rest := d[first+3:]
+	for {
+		i := strings.Index(rest, " "+c)
+		if i < 0 {
+			b.WriteString(rest)
+			break
+		}
+		b.WriteString(rest[:i])
+		j := i + 4
+		if i > 0 && j < len(rest) && (rest[j] == '-' || rest[j] == ' ') {
+			k := j + 1
+			if st := findStatus(rest[k:]); st != "" && strings.HasPrefix(rest[k:], st) {
+				k += len(st)
+			}
+			if k < len(rest) && rest[k] == ' ' {
+				rest = rest[k:]
+				continue
+			}
+			if k == len(rest) {
+				rest = ""
+				continue
+			}
+		}
+		b.WriteString(rest[i:j])
+		rest = rest[j:]
+	}
+	return b.String()
+}
