@@ -335,7 +335,7 @@ func mergeScan(rs []*rcpt, scan []*rcpt) {
 			case r.diag == "":
 				r.diag = s.diag
 			case strings.Contains(s.diag, "(in reply to ") && len(s.diag) > len(r.diag) &&
-				strings.Contains(s.diag, squeeze(r.diag)):
+				len(s.diag) < len(r.diag)+maxPostfixExtra && strings.Contains(s.diag, squeeze(r.diag)):
 				// Postfix's text says which command the reply answered
 				// ("... (in reply to RCPT TO command)"), which its
 				// Diagnostic-Code leaves out.
@@ -393,6 +393,11 @@ func clip(s string) string {
 	}
 	return s[:i]
 }
+
+// maxPostfixExtra bounds what Postfix's text adds to a reply: the host
+// ("host mx.example.com[192.0.2.1] said: ") and the command ("(in reply to
+// RCPT TO command)").
+const maxPostfixExtra = 200
 
 // firstLineOnly reports whether a diagnostic is the first line of a
 // multi-line SMTP reply (RFC 5321 section 4.2.1: "550-...").
