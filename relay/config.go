@@ -42,6 +42,10 @@ type SMTPConfig struct {
 	AllowNetworks []string `yaml:"allow_networks"`
 	// Users are "user:bcrypt-hash" pairs for AUTH PLAIN and LOGIN.
 	Users []string `yaml:"users"`
+	// SenderDomains optionally limits what an authenticated user may put
+	// in MAIL FROM: "user:domain1 domain2" entries. A user without an
+	// entry may send as anyone (SPEC section 9).
+	SenderDomains []string `yaml:"sender_domains"`
 	// TLSCert and TLSKey are PEM files of the listener's certificate.
 	TLSCert string `yaml:"tls_cert"`
 	TLSKey  string `yaml:"tls_key"`
@@ -278,6 +282,9 @@ func (c SMTPConfig) Validate() error {
 	if _, err := parseUsers(c.Users); err != nil {
 		bad("users", "%v", err)
 	}
+	if _, err := parseSenderDomains(c.SenderDomains); err != nil {
+		bad("sender_domains", "%v", err)
+	}
 	if len(c.AllowNetworks) == 0 && len(c.Users) == 0 {
 		bad("users", "no users and no smtp.allow_networks: nobody could submit")
 	}
@@ -469,6 +476,30 @@ func parseUsers(ss []string) (map[string][]byte, error) {
 			return nil, fmt.Errorf("user %q listed twice", user)
 		}
 		out[user] = []byte(hash)
+	}
+	return out, nil
+}
+
+// parseSenderDomains reads "user:domain1 domain2" entries into each user's
+// set of allowed sender domains, lower-cased.
+func parseSenderDomains(ss []string) (map[string]map[string]bool, error) {
+	out := make(map[string]map[string]bool, len(ss))
+	for _, s := range ss {
+		user, list, ok := strings.Cut(strings.TrimSpace(s), ":")
+		domains := strings.Fields(list)
+		if !ok || user == "" || len(domains) == 0 {
+			return nil, fmt.Errorf("want user:domain1 domain2, got %q", s)
+		}
+		if out[user] != nil {
+			return nil, fmt.Errorf("user %q listed twice", user)
+		}
+		out[user] = map[string]bool{}
+		for _, d := range domains {
+			if strings.ContainsAny(d, "@:") {
+				return nil, fmt.Errorf("user %q: %q is not a domain", user, d)
+			}
+			out[user][strings.ToLower(d)] = true
+		}
 	}
 	return out, nil
 }

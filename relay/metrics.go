@@ -35,7 +35,7 @@ var (
 	// store operations the relay calls.
 	storeOps = []string{"accept", "lease", "record", "release", "body", "mark_delayed", "expire"}
 	// reasons a submission was refused.
-	rejectReasons = []string{"auth_required", "store", "too_large", "bad_message", "too_many_sessions"}
+	rejectReasons = []string{"auth_required", "store", "too_large", "bad_message", "too_many_sessions", "sender_not_allowed"}
 	// where a panic was recovered.
 	panicSites = []string{"smtp", "delivery", "sweeper"}
 )

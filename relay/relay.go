@@ -65,9 +65,12 @@ type Relay struct {
 	hostname string
 	networks []netip.Prefix
 	users    map[string][]byte
-	subject  *regexp.Regexp
-	retry    []time.Duration
-	ups      *upstreams
+	// senderDomains are the domains a user may send from; users without
+	// an entry are not limited.
+	senderDomains map[string]map[string]bool
+	subject       *regexp.Regexp
+	retry         []time.Duration
+	ups           *upstreams
 
 	server    *smtp.Server
 	listeners []net.Listener
@@ -112,6 +115,7 @@ func New(cfg Config, store Store, logger *slog.Logger, reg prometheus.Registerer
 	}
 	r.networks, _ = parseNetworks(cfg.SMTP.AllowNetworks)
 	r.users, _ = parseUsers(cfg.SMTP.Users)
+	r.senderDomains, _ = parseSenderDomains(cfg.SMTP.SenderDomains)
 	r.subject, _ = compileSubject(cfg.SMTP.SubjectPattern)
 	r.retry = cfg.Delivery.RetryDelays()
 	helo := cfg.Upstream.Hostname

@@ -222,6 +222,48 @@ func TestAuthRequired(t *testing.T) {
 	}
 }
 
+// TestSenderDomains: a user limited to some sender domains may use only
+// those in MAIL FROM; a user without an entry is not limited.
+func TestSenderDomains(t *testing.T) {
+	e := newEnv(t)
+	e.up = smtptest.Start(t, smtptest.Options{})
+	cfg := testConfig(e.up.Addr)
+	cfg.SMTP.AllowNetworks = nil
+	cfg.SMTP.Users = []string{bcryptUser(t, "helpdesk", "s3cret"), bcryptUser(t, "ops", "s3cret")}
+	cfg.SMTP.SenderDomains = []string{"helpdesk:helpdesk.test support.helpdesk.test"}
+	cfg.SMTP.AllowInsecureAuth = true
+	e.startRelay(cfg)
+
+	tests := []struct {
+		user, from string
+		code       int
+	}{
+		{"helpdesk", "agent@helpdesk.test", 250},
+		{"helpdesk", "agent@SUPPORT.helpdesk.test", 250},
+		{"helpdesk", "ceo@bank.example", 553},
+		{"helpdesk", "agent@helpdesk.test.evil.example", 553},
+		{"helpdesk", "", 553},
+		{"ops", "anyone@anywhere.example", 250},
+	}
+	for _, tt := range tests {
+		t.Run(tt.user+" as "+tt.from, func(t *testing.T) {
+			s := submit(t, e.addr(), sasl.NewPlainClient("", tt.user, "s3cret"), tt.from, []string{"ok@example.com"}, message())
+			if tt.code == 250 {
+				if s.err != nil || s.id == "" {
+					t.Fatalf("submit: %v", s.err)
+				}
+				return
+			}
+			if got := smtpCode(s.err); got != tt.code {
+				t.Errorf("reply %d (%v), want %d", got, s.err, tt.code)
+			}
+		})
+	}
+	if n := counterValue(e.relay.metrics.Rejected.WithLabelValues("sender_not_allowed")); n != 3 {
+		t.Errorf("sender_not_allowed rejections %v, want 3", n)
+	}
+}
+
 // TestAuthNeedsTLS: without allow_insecure_auth AUTH is not offered in
 // plain text, and STARTTLS with the configured certificate enables it.
 func TestAuthNeedsTLS(t *testing.T) {

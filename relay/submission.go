@@ -27,7 +27,10 @@ var (
 	errLineTooLong  = &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 6, 0}, Message: "Line too long"}
 	errBadHeader    = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 6, 0}, Message: "Malformed message header"}
 	errBadAddress   = &smtp.SMTPError{Code: 553, EnhancedCode: smtp.EnhancedCode{5, 1, 3}, Message: "Malformed address"}
-	errInternal     = &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "Internal error, try again later"}
+	// errSenderNotAllowed: RFC 6409 section 6.1, the submission server may
+	// refuse a sender the user is not allowed to use.
+	errSenderNotAllowed = &smtp.SMTPError{Code: 553, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: "Sender address not allowed for this user"}
+	errInternal         = &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "Internal error, try again later"}
 )
 
 // backend creates one session per client; it implements smtp.Backend.
@@ -192,6 +195,14 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	}
 	if strings.ContainsAny(from, "\r\n") {
 		return errBadAddress
+	}
+	if allowed := s.r.senderDomains[s.user]; s.user != "" && allowed != nil {
+		at := strings.LastIndexByte(from, '@')
+		if at < 0 || !allowed[strings.ToLower(from[at+1:])] {
+			s.r.metrics.Rejected.WithLabelValues("sender_not_allowed").Inc()
+			s.log.Info("smtp sender refused: not an allowed domain for the user", "from", from, "user", s.user)
+			return errSenderNotAllowed
+		}
 	}
 	s.from = from
 	s.mailOpts = smtp.MailOptions{}
