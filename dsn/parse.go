@@ -155,7 +155,18 @@ func (c *collector) entity(h textproto.Header, body io.Reader, depth int) {
 		}
 		boundary := params["boundary"]
 		if br, ok := body.(*bufio.Reader); ok {
-			boundary = checkBoundary(br, boundary)
+			var found bool
+			if boundary, found = checkBoundary(br, boundary); !found {
+				// No delimiter at all: a report whose MIME structure
+				// was stripped. Read its body as plain text.
+				var th textproto.Header
+				if cte := h.Get("Content-Transfer-Encoding"); cte != "" {
+					th.Set("Content-Transfer-Encoding", cte)
+				}
+				th.Set("Content-Type", "text/plain")
+				c.entity(th, body, depth+1)
+				return
+			}
 		}
 		mr := textproto.NewMultipartReader(body, boundary)
 		for {
@@ -379,12 +390,13 @@ func notField(b []byte) bool {
 
 // checkBoundary returns the boundary the body in br really uses: the one the
 // header names when a delimiter line with it comes in the first buffer,
-// otherwise the first line there that looks like a delimiter. Anonymised
+// otherwise the first line there that looks like a delimiter; found is
+// false when there is none. Anonymised
 // and hand-edited bounces do not always keep the two in step.
-func checkBoundary(br *bufio.Reader, boundary string) string {
+func checkBoundary(br *bufio.Reader, boundary string) (string, bool) {
 	b, _ := br.Peek(br.Size())
 	if len(b) == 0 || bytes.Contains(b, []byte("--"+boundary)) {
-		return boundary
+		return boundary, true
 	}
 	for len(b) > 0 {
 		line := b
@@ -395,8 +407,8 @@ func checkBoundary(br *bufio.Reader, boundary string) string {
 		}
 		line = bytes.TrimRight(line, " \t\r")
 		if len(line) > 2+8 && line[0] == '-' && line[1] == '-' && line[2] != '-' && !bytes.ContainsAny(line, " \t") {
-			return string(line[2:])
+			return string(line[2:]), true
 		}
 	}
-	return boundary
+	return boundary, false
 }
