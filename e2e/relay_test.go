@@ -102,7 +102,13 @@ func startRelay(t *testing.T, bin, dir, redisURL, upstream, certFile, keyFile, h
 
 	r := &relayProc{t: t, done: make(chan struct{})}
 	r.cmd = exec.Command(bin, "serve", "-config", cfgFile)
-	r.cmd.Env = append(os.Environ(), "ANSWER_RELAY_CONFIG=") // the file only
+	// The file only: settings from the caller's environment would win
+	// over it (flag > env > file).
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "ANSWER_RELAY_") {
+			r.cmd.Env = append(r.cmd.Env, kv)
+		}
+	}
 	stderr, err := r.cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
