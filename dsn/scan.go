@@ -79,7 +79,7 @@ var leadIns = map[string]bool{
 }
 
 // bounceSenders are local parts of the addresses bounces come from.
-var bounceSenders = []string{"mailer-daemon", "postmaster", "mail-daemon", "mailerdaemon", "maildelivery",
+var bounceSenders = []string{"mailer-daemon", "postmaster", "post_master", "mail-daemon", "mailerdaemon", "maildelivery",
 	"mail.delivery", "mdaemon", "bounce", "nobody", "root", "noreply", "no-reply", "daemon", "mailer"}
 
 // bounceSubjects are phrases of bounce subjects (lower case).
@@ -147,7 +147,7 @@ func scanText(text string, top textproto.Header, rh []Field) []*rcpt {
 		if !leadIns[lead] && !leadInEnd(lead) && !replyLead(lead) {
 			continue
 		}
-		if excl[strings.ToLower(a.addr)] || isDaemon(a.addr) {
+		if isDaemon(a.addr) || excl[strings.ToLower(a.addr)] && !qmailLine(t, a) {
 			continue
 		}
 		rest := strings.TrimLeft(t[a.end:], `>"' :.;,`)
@@ -230,17 +230,17 @@ func scanText(text string, top textproto.Header, rh []Field) []*rcpt {
 			}
 		}
 		diag := clip(squeeze(b.String()))
-		if diag == "" {
-			// Nothing after the address: some bounces (au EZweb, several
-			// Japanese carriers) put the reason in the lines before the
-			// list of recipients.
+		if low := strings.ToLower(diag); !failureReply(diag) && !namesReason(low) {
+			// Nothing about the failure after the address: some bounces
+			// (au EZweb, Verizon, several Japanese carriers) put the
+			// reason in the lines before the list of recipients.
 			prev := 0
 			if k > 0 {
 				prev = anchors[k-1].line + 1
 			}
 			above := clip(squeeze(strings.Join(lastLines(ls[prev:a.line], maxLinesAbove), " ")))
-			if namesReason(strings.ToLower(above)) {
-				diag = above
+			if failureReply(above) || namesReason(strings.ToLower(above)) {
+				diag = clip(strings.TrimSpace(above + " " + diag))
 			}
 		}
 		key := strings.ToLower(a.addr)
@@ -476,4 +476,26 @@ func lastLines(ls []string, n int) []string {
 		out[i], out[j] = out[j], out[i]
 	}
 	return out
+}
+
+// qmailLine reports whether t is a qmail recipient line, "<a>:" alone,
+// which names a recipient even when it is the sender's own address.
+func qmailLine(t string, a addrSpan) bool {
+	return a.start == 1 && t[0] == '<' && strings.TrimSpace(t[a.end:]) == ">:"
+}
+
+// failureReply reports whether s has an SMTP reply code of a failure, 4xx
+// or 5xx.
+func failureReply(s string) bool {
+	for len(s) > 0 {
+		c := findReplyCode(s)
+		if c == "" {
+			return false
+		}
+		if c[0] == '4' || c[0] == '5' {
+			return true
+		}
+		s = s[strings.Index(s, c)+3:]
+	}
+	return false
 }
