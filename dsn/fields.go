@@ -110,7 +110,7 @@ func parseStatus(s string) statusReport {
 	// A record without Final-Recipient uses Original-Recipient.
 	out := ds.rcpts[:0]
 	for _, r := range ds.rcpts {
-		if r.address == "" || !strings.Contains(r.address, "@") && strings.Contains(r.original, "@") {
+		if r.address == "" || !plainAddr(r.address) && plainAddr(r.original) {
 			r.address = r.original
 		}
 		if r.address != "" {
@@ -142,4 +142,11 @@ func typedAddr(v string) string {
 		return strings.Trim(f[0], "<>")
 	}
 	return ""
+}
+
+// plainAddr reports whether a is a plain Internet address, local@domain:
+// not a source route ("@relay:local@domain"), not a bare domain.
+func plainAddr(a string) bool {
+	at := strings.LastIndexByte(a, '@')
+	return at > 0 && at < len(a)-1 && a[0] != '@' && !strings.ContainsAny(a, ":,;<> ")
 }

@@ -327,6 +327,11 @@ func mergeScan(rs []*rcpt, scan []*rcpt) {
 			s = scan[0]
 		}
 		if s != nil {
+			if !plainAddr(r.address) && plainAddr(s.address) {
+				// A Final-Recipient without a usable address ("@host",
+				// a source route): the text names the recipient.
+				r.address = s.address
+			}
 			r.context = s.diag
 			if r.command == "" {
 				r.command = s.command
