@@ -48,6 +48,11 @@ func Parse(r io.Reader) (*Report, error) {
 
 // parse is Parse that also returns the decoded parts it read.
 func parse(r io.Reader) (*Report, *collector, error) {
+	return parseWith(r, false)
+}
+
+// parseWith is parse; nested marks a message found inside another one.
+func parseWith(r io.Reader, nested bool) (*Report, *collector, error) {
 	g := &guard{r: r, header: true}
 	br := readerPool.Get().(*bufio.Reader)
 	br.Reset(g)
@@ -70,7 +75,7 @@ func parse(r io.Reader) (*Report, *collector, error) {
 			return nil, nil, ErrEmpty
 		}
 	}
-	c := &collector{top: h}
+	c := &collector{top: h, nested: nested}
 	c.entity(h, br, 0)
 	// Read the rest so that a caller streaming from a network sees the
 	// whole message consumed; nothing of it is kept.
@@ -80,7 +85,44 @@ func parse(r io.Reader) (*Report, *collector, error) {
 	if c.err != nil {
 		return nil, nil, fmt.Errorf("dsn: reading message: %w", c.err)
 	}
-	return analyze(c), c, nil
+	rep := analyze(c)
+	if rep.Kind != KindFeedback && len(c.status) == 0 && c.hasReturn && !c.nested && !strongReport(rep) &&
+		isReportHeader(readLooseHeader(c.returned)) {
+		// A bounce forwarded as an attachment (a postmaster passing
+		// one on, a mail filter quarantining it): read the bounce
+		// itself, one level deep.
+		if inner, ic, err := parseNested(strings.NewReader(c.returned)); err == nil && ic != nil &&
+			inner.Kind == KindDSN && strongReport(inner) {
+			return inner, c, nil
+		}
+	}
+	return rep, c, nil
+}
+
+// parseNested is parse for a message found inside another one; it does not
+// look further inside.
+func parseNested(r io.Reader) (*Report, *collector, error) {
+	return parseWith(r, true)
+}
+
+// strongReport reports whether some recipient of rep has an SMTP reply or
+// status code in its diagnostic or a status field of its own.
+func strongReport(rep *Report) bool {
+	for _, r := range rep.Recipients {
+		if failureReply(r.Diagnostic) || findStatus(r.Diagnostic) != "" {
+			return true
+		}
+	}
+	return false
+}
+
+// isReportHeader reports whether the header fields are those of a
+// delivery report: a multipart/report, or a message from a mailer daemon.
+func isReportHeader(fs []Field) bool {
+	ct := strings.ToLower(headerValue(fs, "Content-Type"))
+	from := strings.ToLower(headerValue(fs, "From"))
+	return strings.Contains(ct, "multipart/report") || strings.Contains(from, "mailer-daemon") ||
+		strings.Contains(from, "postmaster")
 }
 
 // readerPool keeps the buffered readers of Parse between calls.
@@ -108,6 +150,7 @@ type collector struct {
 	feedback  string   // message/feedback-report body
 	returned  string   // returned message or its header
 	hasReturn bool
+	nested    bool // the message was found inside another one
 	parts     int
 	err       error // an I/O error of the underlying reader
 }
