@@ -198,13 +198,14 @@ func demo(ctx context.Context, o demoOptions, stdout, stderr io.Writer) error {
 
 	out := &demoPrinter{w: stdout, start: time.Now()}
 	paths := demoPaths(o)
+	names := &demoNames{m: map[string]string{}}
 
 	// The webhook receiver.
 	secret, err := newWebhookSecret()
 	if err != nil {
 		return err
 	}
-	rcv, err := newDemoReceiver(secret, out, paths, o.DelayAfter)
+	rcv, err := newDemoReceiver(secret, out, paths, o.DelayAfter, names)
 	if err != nil {
 		return err
 	}
@@ -233,7 +234,7 @@ func demo(ctx context.Context, o demoOptions, stdout, stderr io.Writer) error {
 	}
 
 	// The upstream.
-	up, err := startDemoUpstream(ctx, o, out, bounceAddr)
+	up, err := startDemoUpstream(ctx, o, out, bounceAddr, names)
 	if err != nil {
 		return err
 	}
@@ -268,6 +269,7 @@ func demo(ctx context.Context, o demoOptions, stdout, stderr io.Writer) error {
 			continue
 		}
 		ids[p.local] = id
+		names.set(id, p.rcpt())
 		out.line("helpdesk", p.ticket, p.rcpt(), "submitted; the relay says 250 queued as %s", id)
 	}
 
@@ -474,6 +476,7 @@ type demoReceiver struct {
 	out        *demoPrinter
 	paths      map[string]demoPath // by ticket
 	delayAfter time.Duration
+	names      *demoNames
 
 	mu   sync.Mutex
 	ids  map[string]bool                      // webhook-id seen
@@ -482,12 +485,12 @@ type demoReceiver struct {
 	fin  bool
 }
 
-func newDemoReceiver(secret string, out *demoPrinter, paths []demoPath, delayAfter time.Duration) (*demoReceiver, error) {
+func newDemoReceiver(secret string, out *demoPrinter, paths []demoPath, delayAfter time.Duration, names *demoNames) (*demoReceiver, error) {
 	wh, err := standardwebhooks.NewWebhook(secret)
 	if err != nil {
 		return nil, fmt.Errorf("webhook receiver: %w", err)
 	}
-	r := &demoReceiver{wh: wh, out: out, paths: map[string]demoPath{}, delayAfter: delayAfter, ids: map[string]bool{},
+	r := &demoReceiver{wh: wh, out: out, paths: map[string]demoPath{}, delayAfter: delayAfter, names: names, ids: map[string]bool{},
 		seen: map[string]map[outbox.EventType]bool{}, done: make(chan struct{})}
 	for _, p := range paths {
 		r.paths[p.ticket] = p
@@ -527,9 +530,15 @@ func (r *demoReceiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	d := p.Data
-	rcpt := d.AnswerID
-	if pt, ok := r.paths[d.TicketID]; ok {
+	rcpt := r.names.get(d.AnswerID)
+	if pt, ok := r.paths[d.TicketID]; ok && rcpt == "" {
 		rcpt = pt.rcpt()
+	}
+	if rcpt == "" && d.Report != nil {
+		rcpt = d.Report.Recipient
+	}
+	if rcpt == "" {
+		rcpt = "answer " + d.AnswerID[:min(len(d.AnswerID), 10)] + "…"
 	}
 	r.out.line("webhook", d.TicketID, rcpt, "%-21s %s", p.Type, describeEvent(p, r.delayAfter))
 
@@ -581,6 +590,28 @@ func (r *demoReceiver) missingLocked() []string {
 	return out
 }
 
+// demoNames maps answer ids to their recipient for the console, learnt
+// from the submissions and from the upstream's RCPT commands.
+type demoNames struct {
+	mu sync.Mutex
+	m  map[string]string
+}
+
+func (n *demoNames) set(id, rcpt string) {
+	if id == "" {
+		return
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.m[id] = rcpt
+}
+
+func (n *demoNames) get(id string) string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.m[id]
+}
+
 // demoUpstream is the built-in upstream mail server. It stands in for the
 // existing mail account's server and the Internet behind it.
 type demoUpstream struct {
@@ -588,6 +619,7 @@ type demoUpstream struct {
 	o          demoOptions
 	out        *demoPrinter
 	bounceAddr string
+	names      *demoNames
 	ctx        context.Context
 	srv        *smtp.Server
 	wg         sync.WaitGroup // DSNs on their way
@@ -597,12 +629,12 @@ type demoUpstream struct {
 	first map[string]time.Time // ENVID and recipient → first RCPT of slow@
 }
 
-func startDemoUpstream(ctx context.Context, o demoOptions, out *demoPrinter, bounceAddr string) (*demoUpstream, error) {
+func startDemoUpstream(ctx context.Context, o demoOptions, out *demoPrinter, bounceAddr string, names *demoNames) (*demoUpstream, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, fmt.Errorf("upstream: %w", err)
 	}
-	u := &demoUpstream{addr: ln.Addr().String(), o: o, out: out, bounceAddr: bounceAddr, ctx: ctx, first: map[string]time.Time{}}
+	u := &demoUpstream{addr: ln.Addr().String(), o: o, out: out, bounceAddr: bounceAddr, names: names, ctx: ctx, first: map[string]time.Time{}}
 	s := smtp.NewServer(smtp.BackendFunc(func(*smtp.Conn) (smtp.Session, error) { return &demoSession{u: u}, nil }))
 	s.Domain = demoUpstreamName
 	s.EnableDSN = true // RFC 3461: the relay asks for success and failure reports
@@ -653,6 +685,7 @@ func (s *demoSession) Mail(from string, opts *smtp.MailOptions) error {
 }
 
 func (s *demoSession) Rcpt(to string, opts *smtp.RcptOptions) error {
+	s.u.names.set(s.envid, to) // the relay's ENVID is the answer id
 	local, _, _ := strings.Cut(strings.ToLower(to), "@")
 	switch local {
 	case "nobody":
