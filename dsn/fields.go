@@ -104,6 +104,10 @@ func parseStatus(s string) statusReport {
 				}
 			case "remote-mta":
 				cur.remoteMTA = typed(val)
+			case "x-powermta-bouncecategory":
+				if r := powerMTACategories[strings.ToLower(val)]; r != "" && cur.reason == "" {
+					cur.reason = r
+				}
 			}
 		}
 	}
@@ -149,4 +153,14 @@ func typedAddr(v string) string {
 func plainAddr(a string) bool {
 	at := strings.LastIndexByte(a, '@')
 	return at > 0 && at < len(a)-1 && a[0] != '@' && !strings.ContainsAny(a, ":,;<> ")
+}
+
+// powerMTACategories are PowerMTA's bounce categories
+// (X-PowerMTA-BounceCategory), by the reason each names.
+var powerMTACategories = map[string]string{
+	"bad-domain": ReasonHostUnknown, "bad-mailbox": ReasonUserUnknown, "inactive-mailbox": ReasonSuspend,
+	"invalid-sender": ReasonRejected, "message-expired": ReasonExpired, "no-answer-from-host": ReasonNetworkError,
+	"policy-related": ReasonPolicyViolation, "quota-issues": ReasonMailboxFull, "relaying-issues": ReasonNoRelaying,
+	"routing-errors": ReasonSystemError, "spam-related": ReasonSpamDetected, "virus-related": ReasonVirusDetected,
+	"protocol-errors": ReasonSyntaxError, "content-related": ReasonContentError,
 }

@@ -443,8 +443,6 @@ var vendorPhrases = []struct{ phrase, reason string }{
 	{"remote host is not responding", ReasonExpired},
 	// qmail: the step of the session that failed.
 	{"but my name was rejected", ReasonBlocked},
-	// Yahoo! (dd = "delivery denied") and Verizon Media.
-	{"this user doesn't have a * account", ReasonUserUnknown},
 	// Google: a recipient receiving faster than allowed.
 	{"receiving mail at a rate that prevents additional messages", ReasonSpeeding},
 }

@@ -150,6 +150,12 @@ func scanText(text string, top textproto.Header, rh []Field) []*rcpt {
 		if isDaemon(a.addr) || excl[strings.ToLower(a.addr)] && !qmailLine(t, a) {
 			continue
 		}
+		if lead == "to" && i+1 < len(ls) && headerSummary(ls[i+1]) {
+			// "Your message / To: a / Subject: ... / did not reach the
+			// following recipient(s)": the header of the message
+			// returned, not a recipient.
+			continue
+		}
 		rest := strings.TrimLeft(t[a.end:], `>"' :.;,`)
 		if leadInEnd(lead) || lead != "" && namesReason(lead) {
 			// "Unknown user: a", "Unable to deliver message to <a>":
@@ -483,10 +489,15 @@ func lastLines(ls []string, n int) []string {
 	return out
 }
 
-// qmailLine reports whether t is a qmail recipient line, "<a>:" alone,
-// which names a recipient even when it is the sender's own address.
+// qmailLine reports whether t is a line with nothing but the address and
+// a colon ("<a>:" of qmail, "a:" of Exim), which names a recipient even when
+// it is the sender's own address.
 func qmailLine(t string, a addrSpan) bool {
-	return a.start == 1 && t[0] == '<' && strings.TrimSpace(t[a.end:]) == ">:"
+	rest := strings.TrimSpace(t[a.end:])
+	if a.start == 1 && t[0] == '<' {
+		return rest == ">:"
+	}
+	return a.start == 0 && rest == ":"
 }
 
 // failureReply reports whether s has an SMTP reply code of a failure, 4xx
@@ -503,4 +514,11 @@ func failureReply(s string) bool {
 		s = s[strings.Index(s, c)+3:]
 	}
 	return false
+}
+
+// headerSummary reports whether l is a line of a summary of the returned
+// message's header (Exchange: "  Subject: ...", "  Sent: ...").
+func headerSummary(l string) bool {
+	l = strings.ToLower(strings.TrimSpace(l))
+	return strings.HasPrefix(l, "subject:") || strings.HasPrefix(l, "cc:") || strings.HasPrefix(l, "sent:")
 }
