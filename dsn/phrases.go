@@ -353,27 +353,10 @@ var phrases = map[string][]string{
 		"i will be traveling for work on"},
 }
 
-// has reports whether the lower-case text d contains a phrase of reason.
-func has(reason, d string) bool {
-	if d == "" {
-		return false
-	}
-	if reason == ReasonRejected {
-		// Texts about the recipient or the client's address use the same
-		// words as texts about the sender.
-		for _, p := range []string{"5.1.0 address rejected", "recipient address rejected", "sender ip address rejected"} {
-			if strings.Contains(d, p) {
-				return false
-			}
-		}
-	}
-	for _, p := range phrases[reason] {
-		if matchPhrase(d, p) {
-			return true
-		}
-	}
-	return false
-}
+// rejectedNot are wordings about the recipient or the client's address
+// that use the words of texts about the sender: they are no rejected
+// sender.
+var rejectedNot = []string{"5.1.0 address rejected", "recipient address rejected", "sender ip address rejected"}
 
 // matchPhrase reports whether d contains phrase p; the pieces of a phrase
 // with '*' must occur in order.
@@ -447,30 +430,6 @@ var vendorPhrases = []struct{ phrase, reason string }{
 	{"receiving mail at a rate that prevents additional messages", ReasonSpeeding},
 }
 
-// vendorReason returns the reason a vendor wording in the lower-case
-// diagnostic d names, or "".
-func vendorReason(d string) string {
-	if d == "" {
-		return ""
-	}
-	for _, v := range vendorPhrases {
-		if matchPhrase(d, v.phrase) {
-			return v.reason
-		}
-	}
-	return ""
-}
-
 // namesReason reports whether the lower-case text d has a wording that
 // names some reason.
-func namesReason(d string) bool {
-	if vendorReason(d) != "" {
-		return true
-	}
-	for reason := range phrases {
-		if has(reason, d) {
-			return true
-		}
-	}
-	return false
-}
+func namesReason(d string) bool { return newMatch(d).namesReason() }

@@ -129,19 +129,18 @@ var secondOrder = []string{
 // it is a vague one; then the reasons of firstOrder are probed in turn
 // (status code and phrases); then the phrases of secondOrder, the status
 // code, its class and the action decide.
-func classify(r *rcpt, status, reply string) string {
+func classify(r *rcpt, status, reply string, m *match) string {
 	if r.final || r.reason != "" && !tentative[r.reason] {
 		return r.reason
 	}
 	if strings.HasPrefix(status, "2.") {
 		return ReasonDelivered
 	}
-	d := strings.ToLower(r.diag)
 	byStatus := statusName(status)
 	cmd := r.command
 	if r.diagType == "SMTP" || r.diagType == "" {
 		for _, reason := range firstOrder {
-			if probe(reason, r.reason, byStatus, cmd, reply, status, d) {
+			if probe(reason, r.reason, byStatus, cmd, reply, status, m) {
 				return reason
 			}
 		}
@@ -153,7 +152,7 @@ func classify(r *rcpt, status, reply string) string {
 	if tentative[reason] || reason == "" || r.diagType != "SMTP" {
 		found := ""
 		for _, o := range secondOrder {
-			if has(o, d) {
+			if m.has(o) {
 				found = o
 				break
 			}
@@ -180,9 +179,9 @@ func classify(r *rcpt, status, reply string) string {
 		switch {
 		case r.action == "delayed":
 			return ReasonExpired
-		case has(ReasonVacation, d):
+		case m.has(ReasonVacation):
 			return ReasonVacation
-		case d != "":
+		case m.d != "":
 			return ReasonOnHold
 		}
 		return ReasonUndefined
@@ -203,7 +202,7 @@ var beforeData = map[string]bool{"HELO": true, "EHLO": true, "MAIL": true, "RCPT
 // probe reports whether reason applies, given the reason a format rule
 // set, the reason the status code names, the SMTP command, the reply code, the status and the lower-case
 // diagnostic.
-func probe(reason, set, byStatus, cmd, reply, status, d string) bool {
+func probe(reason, set, byStatus, cmd, reply, status string, m *match) bool {
 	if set == reason {
 		return true
 	}
@@ -211,13 +210,13 @@ func probe(reason, set, byStatus, cmd, reply, status, d string) bool {
 	case ReasonUserUnknown:
 		if byStatus == ReasonUserUnknown {
 			for _, o := range []string{ReasonNoRelaying, ReasonBlocked, ReasonMailboxFull, ReasonHasMoved, ReasonRejected, ReasonNotAccept} {
-				if has(o, d) {
+				if m.has(o) {
 					return false
 				}
 			}
 			return true
 		}
-		if !has(ReasonUserUnknown, d) {
+		if !m.has(ReasonUserUnknown) {
 			return false
 		}
 		// A text about the recipient or the mailbox answers RCPT even
@@ -225,12 +224,12 @@ func probe(reason, set, byStatus, cmd, reply, status, d string) bool {
 		return cmd == "RCPT"
 	case ReasonFiltered:
 		if byStatus == ReasonFiltered {
-			return has(ReasonUserUnknown, d) || has(ReasonFiltered, d)
+			return m.has(ReasonUserUnknown) || m.has(ReasonFiltered)
 		}
 		if beforeData[cmd] {
 			return false
 		}
-		return has(ReasonFiltered, d) || has(ReasonUserUnknown, d)
+		return m.has(ReasonFiltered) || m.has(ReasonUserUnknown)
 	case ReasonMesgTooBig:
 		if byStatus == ReasonMesgTooBig {
 			return true
@@ -238,19 +237,19 @@ func probe(reason, set, byStatus, cmd, reply, status, d string) bool {
 		if byStatus == ReasonExceedLimit || status == "5.2.3" {
 			return false
 		}
-		return has(reason, d)
+		return m.has(reason)
 	case ReasonSuspend:
-		return reply == "525" || has(reason, d)
+		return reply == "525" || m.has(reason)
 	case ReasonNoRelaying:
 		if cmd == "CONN" || cmd == "EHLO" || cmd == "HELO" {
 			return false
 		}
-		return has(reason, d)
+		return m.has(reason)
 	case ReasonHostUnknown:
 		if byStatus == ReasonHostUnknown {
-			return !has(ReasonNetworkError, d)
+			return !m.has(ReasonNetworkError)
 		}
-		return has(reason, d)
+		return m.has(reason)
 	case ReasonRejected:
 		if byStatus == ReasonRejected {
 			return true
@@ -263,7 +262,7 @@ func probe(reason, set, byStatus, cmd, reply, status, d string) bool {
 		default:
 			return false
 		}
-		return has(ReasonRejected, d)
+		return m.has(ReasonRejected)
 	case ReasonSpamDetected:
 		if status == "" {
 			return false
@@ -274,44 +273,55 @@ func probe(reason, set, byStatus, cmd, reply, status, d string) bool {
 		if beforeData[cmd] {
 			return false
 		}
-		return has(reason, d)
+		return m.has(reason)
 	case ReasonContentError:
-		if probe(ReasonSpamDetected, set, byStatus, cmd, reply, status, d) {
+		if probe(ReasonSpamDetected, set, byStatus, cmd, reply, status, m) {
 			return false
 		}
 	case ReasonNotCompliantRFC, ReasonBadReputation, ReasonSpeeding, ReasonHasMoved:
 		// No status code names these.
-		return has(reason, d)
+		return m.has(reason)
 	}
 	if byStatus == reason {
 		return true
 	}
-	return has(reason, d)
+	return m.has(reason)
 }
 
 // commandOf finds the SMTP command an error answered in the text of a
 // bounce: the last one the text names.
 func commandOf(text string) string {
-	l := strings.ToLower(text)
+	if text == "" {
+		return ""
+	}
+	l := asciiLower(text)
+	m := newMatch(l)
 	best, at := "", -1
-	for _, c := range []struct{ phrase, cmd string }{
-		{"rcpt to", "RCPT"}, {"rcpt command", "RCPT"}, {"after rcpt", "RCPT"}, {">>> rcpt", "RCPT"},
-		{"mail from", "MAIL"}, {"mail command", "MAIL"}, {"after mail", "MAIL"}, {">>> mail", "MAIL"},
-		{"end of data", "DATA"}, {"after data", "DATA"}, {"data command", "DATA"}, {">>> data", "DATA"},
-		{"smtp:rcpt", "RCPT"}, {"rcpt_to", "RCPT"}, {"in reply to rcpt", "RCPT"},
-		{"ehlo", "EHLO"}, {"helo", "HELO"}, {"starttls", "STARTTLS"},
-		// qmail names the step instead of the command.
-		{"does not like recipient", "RCPT"}, {"does not like sender", "MAIL"},
-		{"but sender was rejected", "MAIL"}, {"but my name was rejected", "HELO"},
-		{"didn't like the end of data", "DATA"}, {"after end of data", "DATA"},
-		// Exchange Online's summary of a refused RCPT.
-		{"returned unknown recipient or mailbox unavailable", "RCPT"},
-	} {
+	for i, c := range commandPhrases {
+		if !m.found(compiledCommands[i]) {
+			continue
+		}
 		if i := strings.LastIndex(l, c.phrase); i > at {
 			best, at = c.cmd, i
 		}
 	}
 	return best
+}
+
+// commandPhrases are the wordings by which bounces name the SMTP command
+// an error answered.
+var commandPhrases = []struct{ phrase, cmd string }{
+	{"rcpt to", "RCPT"}, {"rcpt command", "RCPT"}, {"after rcpt", "RCPT"}, {">>> rcpt", "RCPT"},
+	{"mail from", "MAIL"}, {"mail command", "MAIL"}, {"after mail", "MAIL"}, {">>> mail", "MAIL"},
+	{"end of data", "DATA"}, {"after data", "DATA"}, {"data command", "DATA"}, {">>> data", "DATA"},
+	{"smtp:rcpt", "RCPT"}, {"rcpt_to", "RCPT"}, {"in reply to rcpt", "RCPT"},
+	{"ehlo", "EHLO"}, {"helo", "HELO"}, {"starttls", "STARTTLS"},
+	// qmail names the step instead of the command.
+	{"does not like recipient", "RCPT"}, {"does not like sender", "MAIL"},
+	{"but sender was rejected", "MAIL"}, {"but my name was rejected", "HELO"},
+	{"didn't like the end of data", "DATA"}, {"after end of data", "DATA"},
+	// Exchange Online's summary of a refused RCPT.
+	{"returned unknown recipient or mailbox unavailable", "RCPT"},
 }
 
 // hard reports whether the reason means the address can never receive
@@ -343,8 +353,9 @@ func finish(r *rcpt, temporary bool) Recipient {
 		}
 		status = preferStatus(status, s, reply)
 	}
+	m := newMatch(strings.ToLower(diag))
 	if r.reason == "" {
-		r.reason = vendorReason(strings.ToLower(diag))
+		r.reason = m.vendor()
 	}
 	action := r.action
 	if action == "" {
@@ -369,11 +380,11 @@ func finish(r *rcpt, temporary bool) Recipient {
 	if at := strings.LastIndexByte(r.address, '@'); at >= 0 {
 		hosts = append(hosts, strings.ToLower(r.address[at+1:]))
 	}
-	if sr := serviceReason(hosts, reply, status, r.command, diag, strings.ToLower(diag)); sr != "" &&
+	if sr := serviceReason(hosts, reply, status, r.command, diag, m); sr != "" &&
 		(r.reason == "" || tentative[r.reason]) {
 		r.reason, r.final = sr, true
 	}
-	reason := classify(r, status, reply)
+	reason := classify(r, status, reply, m)
 	if status == "" {
 		class := "5"
 		if strings.HasPrefix(reply, "4") || temporaryDiag(diag) {

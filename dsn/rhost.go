@@ -289,8 +289,9 @@ var (
 // serviceReason returns the reason a service's own code or documented
 // wording in a diagnostic names. hosts are the lower-case host names the
 // bounce connects with the recipient: the remote MTA and the recipient's
-// domain. d is the lower-case diagnostic, diag the one as written.
-func serviceReason(hosts []string, reply, status, cmd, diag, d string) string {
+// domain. diag is the diagnostic as written, m what it says in lower case.
+func serviceReason(hosts []string, reply, status, cmd, diag string, m *match) string {
+	d := m.d
 	if r, ok := orangeReason(d); ok {
 		return r
 	}
@@ -305,11 +306,11 @@ func serviceReason(hosts []string, reply, status, cmd, diag, d string) string {
 			return r
 		}
 	}
-	for _, p := range servicePhrases {
+	for i, p := range servicePhrases {
 		if p.reply != "" && p.reply != reply {
 			continue
 		}
-		if !strings.Contains(d, p.phrase) || !fromService(hosts, d, p.hosts) {
+		if !m.phrase(compiledService[i]) || !fromService(hosts, d, p.hosts) {
 			continue
 		}
 		return p.reason

@@ -22,15 +22,22 @@ var separators = []string{
 // splitReturned splits the text of a bounce at the line that introduces the
 // returned message.
 func splitReturned(body string) (errText, returned string) {
+	// The first separator in the whole text; the line holding it ends
+	// the error text unless a header block comes first.
+	low := asciiLower(body)
+	cut := len(body)
+	for _, s := range separators {
+		if i := strings.Index(low[:cut], s); i >= 0 {
+			cut = i
+		}
+	}
 	off := 0
 	seen := false
 	ls := lines(body)
 	for i, l := range ls {
-		low := strings.ToLower(l)
-		for _, s := range separators {
-			if strings.Contains(low, s) {
-				return body[:off], body[off+len(l)+1:]
-			}
+		if cut < len(body) && cut < off+len(l)+1 {
+			end := min(off+len(l)+1, len(body))
+			return body[:off], body[end:]
 		}
 		// A header block after some text: Return-Path or Received followed
 		// by more header fields.
