@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 	"time"
 
@@ -31,7 +32,22 @@ func run() int {
 	workers := flag.Int("workers", 8, "delivery workers")
 	batch := flag.Int("batch", 4, "answers leased at once")
 	verbose := flag.Bool("v", false, "log at info level")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	flag.Parse()
+
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "relaybench:", err)
+			return 2
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintln(os.Stderr, "relaybench:", err)
+			return 2
+		}
+		defer pprof.StopCPUProfile()
+	}
 
 	level := slog.LevelWarn
 	if *verbose {
