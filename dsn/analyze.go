@@ -1,8 +1,8 @@
 package dsn
 
 import (
-	"bufio"
 	"mime"
+	nettextproto "net/textproto"
 	"strings"
 
 	"github.com/emersion/go-message/textproto"
@@ -28,7 +28,8 @@ func analyze(c *collector) *Report {
 	body := joinTexts(c.texts)
 
 	// The error section and the returned message.
-	errText, retText := splitReturned(body)
+	lowBody := asciiLower(body)
+	errText, retText := splitReturned(body, lowBody)
 	returned := c.returned
 	if !c.hasReturn {
 		returned = retText
@@ -122,7 +123,7 @@ func analyze(c *collector) *Report {
 			rep.ReportingMTA = reportingMTA(top)
 		}
 		group := len(c.status) == 0 && strings.Contains(strings.ToLower(top.Get("X-Failed-Recipients")), "@googlegroups.")
-		temporary := isTemporary(errText)
+		temporary := isTemporary(lowBody[:len(errText)])
 		for _, r := range rcpts {
 			if group && r.reason == "" {
 				// Google Groups refuses posts from non-members and to
@@ -174,16 +175,7 @@ func readLooseHeader(s string) []Field {
 	if i := strings.Index(s, "\n\n"); i >= 0 {
 		s = s[:i+1]
 	}
-	var out []Field
-	h, _ := textproto.ReadHeader(bufio.NewReaderSize(strings.NewReader(s+"\n"), 16+len(s)))
-	fields := h.Fields()
-	for fields.Next() {
-		out = append(out, Field{Name: fields.Key(), Value: decodeWords(fields.Value())})
-	}
-	// textproto keeps fields in reverse order of appearance.
-	for i, j := 0, len(out)-1; i < j; i, j = i+1, j-1 {
-		out[i], out[j] = out[j], out[i]
-	}
+	out := readFields(s)
 	if len(out) == 0 {
 		// Indented or otherwise damaged headers: read line by line.
 		for _, l := range lines(s) {
@@ -340,4 +332,75 @@ func carriesCodes(rs []*rcpt) bool {
 		}
 	}
 	return false
+}
+
+// readFields reads header fields (RFC 5322 section 2.2) from s up to the
+// first line that is no field, the way the MIME reader does: a field's
+// folded lines are joined with single spaces, names are canonicalised.
+func readFields(s string) []Field {
+	var out []Field
+	if s == "" || s[0] == ' ' || s[0] == '\t' {
+		return nil
+	}
+	for s != "" {
+		// One field: its first line and the indented lines after it.
+		end := 0
+		for {
+			k := strings.IndexByte(s[end:], '\n')
+			if k < 0 {
+				end = len(s)
+				break
+			}
+			end += k + 1
+			if end >= len(s) || (s[end] != ' ' && s[end] != '\t') {
+				break
+			}
+		}
+		kv := s[:end]
+		s = s[end:]
+		if strings.TrimRight(kv, "\r\n") == "" {
+			break
+		}
+		i := strings.IndexByte(kv, ':')
+		if i < 0 {
+			break
+		}
+		name := strings.Trim(kv[:i], " \t")
+		valid := true
+		for j := 0; j < len(name); j++ {
+			if c := name[j]; c < 33 || c > 126 {
+				valid = false
+				break
+			}
+		}
+		if !valid {
+			break
+		}
+		if name == "" {
+			continue
+		}
+		out = append(out, Field{Name: nettextproto.CanonicalMIMEHeaderKey(name), Value: decodeWords(unfold(kv[i+1:]))})
+	}
+	return out
+}
+
+// unfold joins the lines of a folded field value with single spaces,
+// trimming each.
+func unfold(v string) string {
+	if strings.IndexByte(v, '\n') < 0 {
+		return strings.Trim(strings.TrimSuffix(v, "\r"), " \t")
+	}
+	var b strings.Builder
+	b.Grow(len(v))
+	for _, l := range strings.Split(v, "\n") {
+		l = strings.Trim(strings.TrimSuffix(l, "\r"), " \t")
+		if l == "" {
+			continue
+		}
+		if b.Len() > 0 {
+			b.WriteByte(' ')
+		}
+		b.WriteString(l)
+	}
+	return b.String()
 }

@@ -260,17 +260,40 @@ func (c *collector) read(h textproto.Header, body io.Reader, text bool) string {
 	if e != nil && (err == nil || message.IsUnknownCharset(err)) {
 		r = e.Body
 	}
-	var buf bytes.Buffer
-	_, rerr := io.Copy(&buf, io.LimitReader(r, maxPartBytes))
+	buf := bufferPool.Get().(*bytes.Buffer)
+	buf.Reset()
+	_, rerr := io.Copy(buf, io.LimitReader(r, maxPartBytes))
 	if rerr != nil && isIOError(rerr) {
 		c.err = rerr
 	}
-	s := buf.String()
+	b := buf.Bytes()
+	if bytes.IndexByte(b, '\r') >= 0 {
+		// CRLF to LF in place: the text is only ever split at LF.
+		n := 0
+		for i := 0; i < len(b); i++ {
+			if b[i] == '\r' && i+1 < len(b) && b[i+1] == '\n' {
+				continue
+			}
+			b[n] = b[i]
+			n++
+		}
+		b = b[:n]
+	}
+	s := string(b)
+	if buf.Cap() <= maxPooledBuffer {
+		bufferPool.Put(buf)
+	}
 	if text && !isUTF8(s) {
 		s = latin1(s)
 	}
-	return strings.ReplaceAll(s, "\r\n", "\n")
+	return s
 }
+
+// bufferPool keeps the buffers parts are decoded into between parts.
+var bufferPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// maxPooledBuffer is the largest buffer kept in bufferPool.
+const maxPooledBuffer = 64 << 10
 
 // ioError marks an error of the caller's reader, as opposed to a decoding
 // error of the message.

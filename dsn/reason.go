@@ -431,10 +431,9 @@ func temporaryDiag(d string) bool {
 	return false
 }
 
-// isTemporary reports whether the text of a bounce says the failure is
+// isTemporary reports whether the lower-case text of a bounce says the failure is
 // temporary and delivery is still being tried.
-func isTemporary(text string) bool {
-	l := strings.ToLower(text)
+func isTemporary(l string) bool {
 	for _, p := range []string{"will be retried", "will retry", "still trying", "not yet been delivered",
 		"delivery is delayed", "delayed", "this is a temporary error",
 		"warning: message", "will continue to try", "deferred"} {

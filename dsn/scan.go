@@ -20,11 +20,11 @@ var separators = []string{
 }
 
 // splitReturned splits the text of a bounce at the line that introduces the
-// returned message.
-func splitReturned(body string) (errText, returned string) {
-	// The first separator in the whole text; the line holding it ends
-	// the error text unless a header block comes first.
-	low := asciiLower(body)
+// returned message; errText is a prefix of body.
+func splitReturned(body, low string) (errText, returned string) {
+	// The first separator in the whole text (low is body in lower case);
+	// the line holding it ends the error text unless a header block comes
+	// first.
 	cut := len(body)
 	for _, s := range separators {
 		if i := strings.Index(low[:cut], s); i >= 0 {
