@@ -28,8 +28,8 @@ func analyze(c *collector) *Report {
 	body := joinTexts(c.texts)
 
 	// The error section and the returned message.
-	lowBody := asciiLower(body)
-	errText, retText := splitReturned(body, lowBody)
+	bodyMatch := newMatch(asciiLower(body))
+	errText, retText := splitReturned(body, bodyMatch)
 	returned := c.returned
 	if !c.hasReturn {
 		returned = retText
@@ -123,7 +123,7 @@ func analyze(c *collector) *Report {
 			rep.ReportingMTA = reportingMTA(top)
 		}
 		group := len(c.status) == 0 && strings.Contains(strings.ToLower(top.Get("X-Failed-Recipients")), "@googlegroups.")
-		temporary := isTemporary(lowBody[:len(errText)])
+		temporary := isTemporary(bodyMatch, len(errText))
 		for _, r := range rcpts {
 			if group && r.reason == "" {
 				// Google Groups refuses posts from non-members and to

@@ -31,6 +31,8 @@ var (
 	compiledService  []compiled            // in the order of servicePhrases
 	rejectedIsNot    []int32
 	compiledCommands []int32 // in the order of commandPhrases
+	compiledSeps     []int32 // in the order of separators
+	compiledTemps    []int32 // in the order of temporaryPhrases
 )
 
 func init() {
@@ -49,6 +51,12 @@ func init() {
 	}
 	for _, c := range commandPhrases {
 		compiledCommands = append(compiledCommands, index.add(c.phrase))
+	}
+	for _, p := range separators {
+		compiledSeps = append(compiledSeps, index.add(p))
+	}
+	for _, p := range temporaryPhrases {
+		compiledTemps = append(compiledTemps, index.add(p))
 	}
 	for _, p := range rejectedNot {
 		rejectedIsNot = append(rejectedIsNot, index.add(p))

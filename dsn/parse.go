@@ -391,6 +391,41 @@ func (g *guard) Read(p []byte) (int, error) {
 			g.line = 1
 			return 1, nil
 		}
+		if g.header && b != '\r' && b != '\n' && !g.cr {
+			// Fast path in headers: the rest of the line at once when it
+			// stays within both limits. A CR before the LF is no part
+			// of the line, as below.
+			k := bytes.IndexByte(p[i:n], '\n')
+			seg := k
+			if k < 0 {
+				seg = n - i
+			}
+			if g.line+seg < maxLineBytes-1 && g.hbytes+seg < maxHeaderBytes-1 {
+				for j := 0; j < seg && g.line+j < 2; j++ {
+					if p[i+j] == '-' && g.dash == g.line+j {
+						g.dash++
+					}
+				}
+				body := seg
+				cr := p[i+seg-1] == '\r'
+				if cr {
+					body--
+				}
+				g.line += body
+				g.hbytes += body
+				if k < 0 {
+					g.cr = cr
+					break
+				}
+				g.hlines++
+				if g.dash == 2 {
+					g.header, g.hbytes, g.hlines = true, 0, 0
+				}
+				g.line, g.dash, g.cr = 0, 0, false
+				i += k
+				continue
+			}
+		}
 		if b == '\n' {
 			if g.header {
 				g.hlines++

@@ -431,18 +431,21 @@ func temporaryDiag(d string) bool {
 	return false
 }
 
-// isTemporary reports whether the lower-case text of a bounce says the failure is
-// temporary and delivery is still being tried.
-func isTemporary(l string) bool {
-	for _, p := range []string{"will be retried", "will retry", "still trying", "not yet been delivered",
-		"delivery is delayed", "delayed", "this is a temporary error",
-		"warning: message", "will continue to try", "deferred"} {
-		if strings.Contains(l, p) {
+// isTemporary reports whether the first n bytes of the text m was made of
+// say that the failure is temporary and delivery is still being tried.
+func isTemporary(m *match, n int) bool {
+	for i, p := range temporaryPhrases {
+		if m.found(compiledTemps[i]) && strings.Contains(m.d[:n], p) {
 			return true
 		}
 	}
 	return false
 }
+
+// temporaryPhrases are the wordings of a bounce that is a delay warning.
+var temporaryPhrases = []string{"will be retried", "will retry", "still trying", "not yet been delivered",
+	"delivery is delayed", "delayed", "this is a temporary error", "warning: message", "will continue to try",
+	"deferred"}
 
 // preferStatus chooses between the status code of a Status field and the
 // one in the diagnostic text (RFC 3463 codes both). The one whose class

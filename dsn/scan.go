@@ -21,13 +21,16 @@ var separators = []string{
 
 // splitReturned splits the text of a bounce at the line that introduces the
 // returned message; errText is a prefix of body.
-func splitReturned(body, low string) (errText, returned string) {
-	// The first separator in the whole text (low is body in lower case);
-	// the line holding it ends the error text unless a header block comes
-	// first.
+func splitReturned(body string, m *match) (errText, returned string) {
+	// The first separator in the whole text (m is what the phrase index
+	// found in it, in lower case); the line holding it ends the error
+	// text unless a header block comes first.
 	cut := len(body)
-	for _, s := range separators {
-		if i := strings.Index(low[:cut], s); i >= 0 {
+	for i, s := range separators {
+		if !m.found(compiledSeps[i]) {
+			continue
+		}
+		if i := strings.Index(m.d[:cut], s); i >= 0 {
 			cut = i
 		}
 	}
