@@ -28,8 +28,7 @@ func analyze(c *collector) *Report {
 	body := joinTexts(c.texts)
 
 	// The error section and the returned message.
-	bodyMatch := newMatch(asciiLower(body))
-	errText, retText := splitReturned(body, bodyMatch)
+	errText, retText, lowErr := splitReturned(body)
 	returned := c.returned
 	if !c.hasReturn {
 		returned = retText
@@ -123,7 +122,7 @@ func analyze(c *collector) *Report {
 			rep.ReportingMTA = reportingMTA(top)
 		}
 		group := len(c.status) == 0 && strings.Contains(strings.ToLower(top.Get("X-Failed-Recipients")), "@googlegroups.")
-		temporary := isTemporary(bodyMatch, len(errText))
+		temporary := isTemporary(lowErr)
 		for _, r := range rcpts {
 			if group && r.reason == "" {
 				// Google Groups refuses posts from non-members and to

@@ -5,17 +5,18 @@ import "strings"
 // A phrase table is consulted many times for the same diagnostic: once per
 // reason probed, for vendor wordings, for services' wordings. Instead of
 // searching the text for each phrase, the text is scanned once for every
-// piece of every phrase (an index on the first two bytes of the pieces),
+// piece of every phrase (an index on the first three bytes of the pieces),
 // and the phrases are then answered from the set of pieces found.
 
 // pieceIndex is the index of all phrase pieces.
 type pieceIndex struct {
 	pieces []string
 	id     map[string]int32
-	// offs and ids list, for the two-byte key k of a piece's first
+	// offs and ids list, for the bucket k of a piece's first three
 	// bytes, the pieces ids[offs[k]:offs[k+1]].
-	offs []int32
-	ids  []int32
+	offs  []int32
+	ids   []int32
+	short []int32 // pieces of one or two bytes, searched for directly
 }
 
 // compiled is a phrase reduced to the ids of its pieces.
@@ -31,8 +32,6 @@ var (
 	compiledService  []compiled            // in the order of servicePhrases
 	rejectedIsNot    []int32
 	compiledCommands []int32 // in the order of commandPhrases
-	compiledSeps     []int32 // in the order of separators
-	compiledTemps    []int32 // in the order of temporaryPhrases
 )
 
 func init() {
@@ -51,12 +50,6 @@ func init() {
 	}
 	for _, c := range commandPhrases {
 		compiledCommands = append(compiledCommands, index.add(c.phrase))
-	}
-	for _, p := range separators {
-		compiledSeps = append(compiledSeps, index.add(p))
-	}
-	for _, p := range temporaryPhrases {
-		compiledTemps = append(compiledTemps, index.add(p))
 	}
 	for _, p := range rejectedNot {
 		rejectedIsNot = append(rejectedIsNot, index.add(p))
@@ -84,40 +77,40 @@ func (x *pieceIndex) add(piece string) int32 {
 	return id
 }
 
-// build makes the two-byte index. A piece shorter than two bytes is
-// indexed under every second byte.
+// build makes the index: pieces of three bytes or more under a hash of
+// their first three bytes; shorter ones apart.
 func (x *pieceIndex) build() {
-	const keys = 1 << 16
-	count := make([]int32, keys+1)
-	each := func(p string, f func(k int)) {
-		if len(p) >= 2 {
-			f(int(p[0])<<8 | int(p[1]))
-			return
-		}
-		for b := 0; b < 256; b++ {
-			f(int(p[0])<<8 | b)
-		}
-	}
+	count := make([]int32, indexKeys+1)
 	for _, p := range x.pieces {
-		if p != "" {
-			each(p, func(k int) { count[k+1]++ })
+		if len(p) >= 3 {
+			count[key3(p[0], p[1], p[2])+1]++
 		}
 	}
-	for k := 1; k <= keys; k++ {
+	for k := 1; k <= indexKeys; k++ {
 		count[k] += count[k-1]
 	}
 	x.offs = count
-	x.ids = make([]int32, count[keys])
-	fill := make([]int32, keys)
-	copy(fill, count[:keys])
+	x.ids = make([]int32, count[indexKeys])
+	fill := make([]int32, indexKeys)
+	copy(fill, count[:indexKeys])
 	for id, p := range x.pieces {
-		if p != "" {
-			each(p, func(k int) {
-				x.ids[fill[k]] = int32(id)
-				fill[k]++
-			})
+		switch {
+		case len(p) >= 3:
+			k := key3(p[0], p[1], p[2])
+			x.ids[fill[k]] = int32(id)
+			fill[k]++
+		case p != "":
+			x.short = append(x.short, int32(id))
 		}
 	}
+}
+
+// indexKeys is the number of hash buckets of the piece index.
+const indexKeys = 1 << 14
+
+// key3 hashes three bytes to a bucket.
+func key3(a, b, c byte) int {
+	return int((uint32(a)<<16 | uint32(b)<<8 | uint32(c)) * 2654435761 >> (32 - 14))
 }
 
 // match is what the index found in one lower-case text.
@@ -129,12 +122,17 @@ type match struct {
 // newMatch scans the lower-case text d once for all pieces.
 func newMatch(d string) *match {
 	m := &match{d: d, bits: make([]uint64, (len(index.pieces)+63)/64)}
-	for i := 0; i+1 < len(d); i++ {
-		k := int(d[i])<<8 | int(d[i+1])
+	for i := 0; i+2 < len(d); i++ {
+		k := key3(d[i], d[i+1], d[i+2])
 		for _, id := range index.ids[index.offs[k]:index.offs[k+1]] {
 			if m.bits[id>>6]&(1<<(id&63)) == 0 && strings.HasPrefix(d[i:], index.pieces[id]) {
 				m.bits[id>>6] |= 1 << (id & 63)
 			}
+		}
+	}
+	for _, id := range index.short {
+		if strings.Contains(d, index.pieces[id]) {
+			m.bits[id>>6] |= 1 << (id & 63)
 		}
 	}
 	return m

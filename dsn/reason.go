@@ -353,7 +353,7 @@ func finish(r *rcpt, temporary bool) Recipient {
 		}
 		status = preferStatus(status, s, reply)
 	}
-	m := newMatch(strings.ToLower(diag))
+	m := newMatch(asciiLower(diag))
 	if r.reason == "" {
 		r.reason = m.vendor()
 	}
@@ -431,11 +431,11 @@ func temporaryDiag(d string) bool {
 	return false
 }
 
-// isTemporary reports whether the first n bytes of the text m was made of
-// say that the failure is temporary and delivery is still being tried.
-func isTemporary(m *match, n int) bool {
-	for i, p := range temporaryPhrases {
-		if m.found(compiledTemps[i]) && strings.Contains(m.d[:n], p) {
+// isTemporary reports whether the lower-case text of a bounce says the
+// failure is temporary and delivery is still being tried.
+func isTemporary(l string) bool {
+	for _, p := range temporaryPhrases {
+		if strings.Contains(l, p) {
 			return true
 		}
 	}

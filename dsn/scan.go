@@ -20,44 +20,67 @@ var separators = []string{
 }
 
 // splitReturned splits the text of a bounce at the line that introduces the
-// returned message; errText is a prefix of body.
-func splitReturned(body string, m *match) (errText, returned string) {
-	// The first separator in the whole text (m is what the phrase index
-	// found in it, in lower case); the line holding it ends the error
-	// text unless a header block comes first.
+// returned message; errText is a prefix of body, lowErr is errText in lower
+// case.
+func splitReturned(body string) (errText, returned, lowErr string) {
+	// The first separator in the text; the line holding it ends the
+	// error text unless a header block comes first. The error text is
+	// mostly at the start: lower-case and search a growing prefix.
 	cut := len(body)
-	for i, s := range separators {
-		if !m.found(compiledSeps[i]) {
-			continue
+	var low string
+	for n := 4 << 10; ; n *= 4 {
+		n = min(n, len(body))
+		low = asciiLower(body[:n])
+		for _, s := range separators {
+			if i := strings.Index(low[:min(cut, n)], s); i >= 0 {
+				cut = i
+			}
 		}
-		if i := strings.Index(m.d[:cut], s); i >= 0 {
-			cut = i
+		if n == len(body) || cut < n-maxSeparatorLen {
+			break
 		}
 	}
-	off := 0
+	defer func() { lowErr = low[:min(len(errText), len(low))] }()
 	seen := false
-	ls := lines(body)
-	for i, l := range ls {
-		if cut < len(body) && cut < off+len(l)+1 {
-			end := min(off+len(l)+1, len(body))
-			return body[:off], body[end:]
+	for off := 0; off < len(body); {
+		end := len(body)
+		if k := strings.IndexByte(body[off:], '\n'); k >= 0 {
+			end = off + k
+		}
+		l := body[off:end]
+		if cut < len(body) && cut <= end {
+			return body[:off], body[min(end+1, len(body)):], ""
 		}
 		// A header block after some text: Return-Path or Received followed
 		// by more header fields.
-		if seen && (strings.HasPrefix(l, "Return-Path:") || strings.HasPrefix(l, "Received: ") ||
-			strings.HasPrefix(l, "Return-path:")) && i+1 < len(ls) && looksHeader(ls[i+1]) {
-			return body[:off], body[off:]
+		if seen && end < len(body) && (strings.HasPrefix(l, "Return-Path:") || strings.HasPrefix(l, "Received: ") ||
+			strings.HasPrefix(l, "Return-path:")) && looksHeader(firstLine(body[end+1:])) {
+			return body[:off], body[off:], ""
 		}
-		if strings.TrimSpace(l) != "" {
+		if !seen && strings.TrimSpace(l) != "" {
 			seen = true
 		}
-		off += len(l) + 1
-		if off > len(body) {
-			off = len(body)
-		}
+		off = end + 1
 	}
-	return body, ""
+	return body, "", ""
 }
+
+// firstLine returns s up to its first line break.
+func firstLine(s string) string {
+	if k := strings.IndexByte(s, '\n'); k >= 0 {
+		return s[:k]
+	}
+	return s
+}
+
+// maxSeparatorLen is the length of the longest separator.
+var maxSeparatorLen = func() int {
+	n := 0
+	for _, s := range separators {
+		n = max(n, len(s))
+	}
+	return n
+}()
 
 // looksHeader reports whether l looks like a header field or a folded
 // continuation of one.
@@ -270,7 +293,10 @@ func scanText(text string, top textproto.Header, rh []Field) []*rcpt {
 		byAddr[key] = r
 		out = append(out, r)
 	}
-	whole := clip(squeeze(text))
+	var whole string
+	if len(out) == 0 {
+		whole = clip(squeeze(text[:min(len(text), 2*maxDiagBytes)]))
+	}
 	if len(out) == 0 {
 		for _, v := range top.Values("X-Failed-Recipients") {
 			for _, a := range findAddrs(v) {
