@@ -28,7 +28,7 @@ func analyze(c *collector) *Report {
 	body := joinTexts(c.texts)
 
 	// The error section and the returned message.
-	errText, retText, lowErr := splitReturned(body)
+	errText, retText, temporary := splitReturned(body)
 	returned := c.returned
 	if !c.hasReturn {
 		returned = retText
@@ -122,7 +122,6 @@ func analyze(c *collector) *Report {
 			rep.ReportingMTA = reportingMTA(top)
 		}
 		group := len(c.status) == 0 && strings.Contains(strings.ToLower(top.Get("X-Failed-Recipients")), "@googlegroups.")
-		temporary := isTemporary(lowErr)
 		for _, r := range rcpts {
 			if group && r.reason == "" {
 				// Google Groups refuses posts from non-members and to
@@ -153,12 +152,26 @@ func joinTexts(ts []textPart) string {
 			plain = true
 		}
 	}
-	var b strings.Builder
+	var use []string
+	size := 0
 	for _, t := range ts {
-		if plain && t.mediaType == "text/html" {
-			continue
+		s := t.text
+		if t.mediaType == "text/html" {
+			if plain {
+				continue
+			}
+			s = stripHTML(s)
 		}
-		b.WriteString(t.text)
+		use = append(use, s)
+		size += len(s) + 1
+	}
+	if len(use) == 1 && strings.HasSuffix(use[0], "\n") {
+		return use[0]
+	}
+	var b strings.Builder
+	b.Grow(size)
+	for _, s := range use {
+		b.WriteString(s)
 		b.WriteString("\n")
 	}
 	return b.String()

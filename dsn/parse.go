@@ -243,10 +243,9 @@ func (c *collector) entity(h textproto.Header, body io.Reader, depth int) {
 		if c.textBytes >= maxTextBytes {
 			return
 		}
+		// HTML is stripped when it is used: only when there is no plain
+		// text (joinTexts).
 		s := c.read(h, body, true)
-		if t == "text/html" {
-			s = stripHTML(s)
-		}
 		c.textBytes += len(s)
 		c.texts = append(c.texts, textPart{mediaType: t, text: s})
 	}

@@ -1,6 +1,9 @@
 package dsn
 
-import "strings"
+import (
+	"bytes"
+	"strings"
+)
 
 // Reasons, Sisimai's names for why a message was not delivered.
 const (
@@ -433,14 +436,23 @@ func temporaryDiag(d string) bool {
 
 // isTemporary reports whether the lower-case text of a bounce says the
 // failure is temporary and delivery is still being tried.
-func isTemporary(l string) bool {
-	for _, p := range temporaryPhrases {
-		if strings.Contains(l, p) {
+func isTemporary(l []byte) bool {
+	for _, p := range temporaryBytes {
+		if bytes.Contains(l, p) {
 			return true
 		}
 	}
 	return false
 }
+
+// temporaryBytes are temporaryPhrases as byte slices.
+var temporaryBytes = func() [][]byte {
+	out := make([][]byte, len(temporaryPhrases))
+	for i, p := range temporaryPhrases {
+		out[i] = []byte(p)
+	}
+	return out
+}()
 
 // temporaryPhrases are the wordings of a bounce that is a delay warning.
 var temporaryPhrases = []string{"will be retried", "will retry", "still trying", "not yet been delivered",

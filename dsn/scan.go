@@ -1,7 +1,9 @@
 package dsn
 
 import (
+	"bytes"
 	"strings"
+	"sync"
 
 	"github.com/emersion/go-message/textproto"
 )
@@ -20,27 +22,42 @@ var separators = []string{
 }
 
 // splitReturned splits the text of a bounce at the line that introduces the
-// returned message; errText is a prefix of body, lowErr is errText in lower
-// case.
-func splitReturned(body string) (errText, returned, lowErr string) {
+// returned message; errText is a prefix of body. temporary tells whether
+// the error text says the failure is temporary.
+func splitReturned(body string) (errText, returned string, temporary bool) {
 	// The first separator in the text; the line holding it ends the
 	// error text unless a header block comes first. The error text is
 	// mostly at the start: lower-case and search a growing prefix.
 	cut := len(body)
-	var low string
+	lp := lowerPool.Get().(*[]byte)
+	low := (*lp)[:0]
+	defer func() {
+		// Whether the error text says the failure is temporary, while
+		// its lower-case copy is at hand.
+		temporary = isTemporary(low[:min(len(errText), len(low))])
+		if cap(low) <= maxPooledBuffer {
+			*lp = low[:0]
+			lowerPool.Put(lp)
+		}
+	}()
 	for n := 4 << 10; ; n *= 4 {
 		n = min(n, len(body))
-		low = asciiLower(body[:n])
-		for _, s := range separators {
-			if i := strings.Index(low[:min(cut, n)], s); i >= 0 {
-				cut = i
+		for i := len(low); i < n; i++ {
+			c := body[i]
+			if c >= 'A' && c <= 'Z' {
+				c += 'a' - 'A'
+			}
+			low = append(low, c)
+		}
+		for _, sep := range separatorBytes {
+			if k := bytes.Index(low[:min(cut, n)], sep); k >= 0 {
+				cut = k
 			}
 		}
 		if n == len(body) || cut < n-maxSeparatorLen {
 			break
 		}
 	}
-	defer func() { lowErr = low[:min(len(errText), len(low))] }()
 	seen := false
 	for off := 0; off < len(body); {
 		end := len(body)
@@ -49,21 +66,33 @@ func splitReturned(body string) (errText, returned, lowErr string) {
 		}
 		l := body[off:end]
 		if cut < len(body) && cut <= end {
-			return body[:off], body[min(end+1, len(body)):], ""
+			return body[:off], body[min(end+1, len(body)):], false
 		}
 		// A header block after some text: Return-Path or Received followed
 		// by more header fields.
 		if seen && end < len(body) && (strings.HasPrefix(l, "Return-Path:") || strings.HasPrefix(l, "Received: ") ||
 			strings.HasPrefix(l, "Return-path:")) && looksHeader(firstLine(body[end+1:])) {
-			return body[:off], body[off:], ""
+			return body[:off], body[off:], false
 		}
 		if !seen && strings.TrimSpace(l) != "" {
 			seen = true
 		}
 		off = end + 1
 	}
-	return body, "", ""
+	return body, "", false
 }
+
+// separatorBytes are the separators as byte slices.
+var separatorBytes = func() [][]byte {
+	out := make([][]byte, len(separators))
+	for i, s := range separators {
+		out[i] = []byte(s)
+	}
+	return out
+}()
+
+// lowerPool keeps the buffers splitReturned lower-cases text into.
+var lowerPool = sync.Pool{New: func() any { return new([]byte) }}
 
 // firstLine returns s up to its first line break.
 func firstLine(s string) string {
