@@ -117,6 +117,7 @@ func key3(a, b, c byte) int {
 type match struct {
 	d    string
 	bits []uint64
+	any  bool // some piece was found
 }
 
 // newMatch scans the lower-case text d once for all pieces.
@@ -127,11 +128,14 @@ func newMatch(d string) *match {
 		for _, id := range index.ids[index.offs[k]:index.offs[k+1]] {
 			if m.bits[id>>6]&(1<<(id&63)) == 0 && strings.HasPrefix(d[i:], index.pieces[id]) {
 				m.bits[id>>6] |= 1 << (id & 63)
+				m.any = true
 			}
 		}
 	}
 	for _, id := range index.short {
-		if strings.Contains(d, index.pieces[id]) {
+		// Every phrase with a short piece has a longer one too: any
+		// stays as the long pieces left it.
+		if m.any && strings.Contains(d, index.pieces[id]) {
 			m.bits[id>>6] |= 1 << (id & 63)
 		}
 	}
@@ -153,7 +157,7 @@ func (m *match) phrase(c compiled) bool {
 
 // has reports whether the text has a phrase of reason.
 func (m *match) has(reason string) bool {
-	if m.d == "" {
+	if !m.any {
 		return false
 	}
 	if reason == ReasonRejected {
@@ -175,7 +179,7 @@ func (m *match) has(reason string) bool {
 
 // vendor returns the reason a vendor wording in the text names, or "".
 func (m *match) vendor() string {
-	if m.d == "" {
+	if !m.any {
 		return ""
 	}
 	for i, c := range compiledVendor {
@@ -189,7 +193,7 @@ func (m *match) vendor() string {
 // namesReason reports whether the text has a wording that names some
 // reason.
 func (m *match) namesReason() bool {
-	if m.d == "" {
+	if !m.any {
 		return false
 	}
 	if m.vendor() != "" {

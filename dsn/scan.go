@@ -42,12 +42,12 @@ func splitReturned(body string) (errText, returned string, temporary bool) {
 	}()
 	for n := 4 << 10; ; n *= 4 {
 		n = min(n, len(body))
-		for i := len(low); i < n; i++ {
-			c := body[i]
-			if c >= 'A' && c <= 'Z' {
-				c += 'a' - 'A'
+		from := len(low)
+		low = append(low, body[from:n]...)
+		for i := from; i < n; i++ {
+			if c := low[i]; c >= 'A' && c <= 'Z' {
+				low[i] = c + 'a' - 'A'
 			}
-			low = append(low, c)
 		}
 		for _, sep := range separatorBytes {
 			if k := bytes.Index(low[:min(cut, n)], sep); k >= 0 {
