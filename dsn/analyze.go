@@ -350,11 +350,20 @@ func carriesCodes(rs []*rcpt) bool {
 // first line that is no field, the way the MIME reader does: a field's
 // folded lines are joined with single spaces, names are canonicalised.
 func readFields(s string) []Field {
+	out, _ := scanFields(s, true)
+	return out
+}
+
+// scanFields is readFields that also returns how many bytes of s the
+// fields took; decode tells whether encoded words are decoded.
+func scanFields(s string, decode bool) ([]Field, int) {
 	var out []Field
 	if s == "" || s[0] == ' ' || s[0] == '\t' {
-		return nil
+		return nil, 0
 	}
+	all := len(s)
 	for s != "" {
+		used := all - len(s)
 		// One field: its first line and the indented lines after it.
 		end := 0
 		for {
@@ -371,29 +380,28 @@ func readFields(s string) []Field {
 		kv := s[:end]
 		s = s[end:]
 		if strings.TrimRight(kv, "\r\n") == "" {
-			break
+			return out, all - len(s)
 		}
 		i := strings.IndexByte(kv, ':')
 		if i < 0 {
-			break
+			return out, used
 		}
 		name := strings.Trim(kv[:i], " \t")
-		valid := true
 		for j := 0; j < len(name); j++ {
 			if c := name[j]; c < 33 || c > 126 {
-				valid = false
-				break
+				return out, used
 			}
-		}
-		if !valid {
-			break
 		}
 		if name == "" {
 			continue
 		}
-		out = append(out, Field{Name: nettextproto.CanonicalMIMEHeaderKey(name), Value: decodeWords(unfold(kv[i+1:]))})
+		v := unfold(kv[i+1:])
+		if decode {
+			v = decodeWords(v)
+		}
+		out = append(out, Field{Name: nettextproto.CanonicalMIMEHeaderKey(name), Value: v})
 	}
-	return out
+	return out, all
 }
 
 // unfold joins the lines of a folded field value with single spaces,

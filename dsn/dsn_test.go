@@ -188,6 +188,38 @@ func BenchmarkParseCorpus(b *testing.B) {
 	b.ReportMetric(float64(b.N*len(msgs))/b.Elapsed().Seconds(), "msgs/s")
 }
 
+// BenchmarkParseCorpusParallel is BenchmarkParseCorpus on all cores: Parse
+// keeps no shared state but its pools, so messages parse independently.
+func BenchmarkParseCorpusParallel(b *testing.B) {
+	files, _ := filepath.Glob(filepath.Join(corpusDir, "samples", "*.eml"))
+	if len(files) == 0 {
+		b.Skip("corpus not present")
+	}
+	msgs := make([][]byte, len(files))
+	size := 0
+	for i, f := range files {
+		var err error
+		if msgs[i], err = os.ReadFile(f); err != nil {
+			b.Fatal(err)
+		}
+		size += len(msgs[i])
+	}
+	b.SetBytes(int64(size))
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			for _, m := range msgs {
+				if _, err := Parse(bytes.NewReader(m)); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N*len(msgs))/b.Elapsed().Seconds(), "msgs/s")
+}
+
 const bounceHead = "From: MAILER-DAEMON@mx.example.org\r\nTo: sender@example.com\r\n" +
 	"Subject: Undelivered Mail Returned to Sender\r\nMIME-Version: 1.0\r\n"
 

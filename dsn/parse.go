@@ -66,17 +66,23 @@ func parseWith(r io.Reader, nested bool) (*Report, *collector, error) {
 			return nil, nil, ErrEmpty
 		}
 	}
-	h, herr := textproto.ReadHeader(br)
-	if h.Len() == 0 {
-		if herr != nil && !errors.Is(herr, io.EOF) && !isMalformed(herr) {
-			return nil, nil, fmt.Errorf("dsn: reading header: %w", herr)
-		}
-		if _, err := br.Peek(1); err != nil && herr == nil {
+	h, rest, herr := readTopHeader(br)
+	if herr != nil {
+		return nil, nil, fmt.Errorf("dsn: reading header: %w", herr)
+	}
+	if h.Len() == 0 && rest == "" {
+		if _, err := br.Peek(1); err != nil {
 			return nil, nil, ErrEmpty
 		}
 	}
 	c := &collector{top: h, nested: nested}
-	c.entity(h, br, 0)
+	var body io.Reader = br
+	if rest != "" {
+		// The header ended at a line that is no field: the rest is body,
+		// as a MIME reader would take it.
+		body = io.MultiReader(strings.NewReader(rest), br)
+	}
+	c.entity(h, body, 0)
 	// Read the rest so that a caller streaming from a network sees the
 	// whole message consumed; nothing of it is kept.
 	if _, err := io.Copy(io.Discard, br); err != nil {
@@ -127,12 +133,6 @@ func isReportHeader(fs []Field) bool {
 
 // readerPool keeps the buffered readers of Parse between calls.
 var readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 16<<10) }}
-
-// isMalformed tells a syntax error of go-message's header reader from an
-// I/O error.
-func isMalformed(err error) bool {
-	return strings.HasPrefix(err.Error(), "message: malformed")
-}
 
 // textPart is one decoded text part.
 type textPart struct {
@@ -511,4 +511,54 @@ func checkBoundary(br *bufio.Reader, boundary string) (string, bool) {
 		}
 	}
 	return boundary, false
+}
+
+// topFields are the header fields of a report that Parse looks at; the
+// others are skipped unread.
+var topFields = map[string]bool{
+	"Content-Type": true, "Content-Transfer-Encoding": true, "From": true, "To": true, "Subject": true,
+	"Return-Path": true, "Auto-Submitted": true, "Precedence": true, "X-Apple-Unsubscribe": true,
+	"X-Auto-Response-Suppress": true, "X-Autoreply": true, "X-Autorespond": true, "X-Failed-Recipients": true,
+	"X-Original-To": true, "Delivered-To": true, "Envelope-To": true,
+}
+
+// readTopHeader reads the header of the message (RFC 5322 section 2.2) up to
+// the blank line and keeps the fields of topFields. When a line that is no
+// field ends the header early, rest is what followed it in the header block,
+// which belongs to the body. The guard bounds the header block.
+func readTopHeader(br *bufio.Reader) (h textproto.Header, rest string, err error) {
+	bp := bufferPool.Get().(*bytes.Buffer)
+	bp.Reset()
+	defer func() {
+		if bp.Cap() <= maxPooledBuffer {
+			bufferPool.Put(bp)
+		}
+	}()
+	for {
+		line, rerr := br.ReadSlice('\n')
+		bp.Write(line)
+		if errors.Is(rerr, bufio.ErrBufferFull) {
+			continue
+		}
+		if rerr != nil {
+			if !errors.Is(rerr, io.EOF) && isIOError(rerr) {
+				return h, "", rerr
+			}
+			break
+		}
+		if len(line) == 1 || len(line) == 2 && line[0] == '\r' {
+			break
+		}
+	}
+	raw := bp.String()
+	fields, n := scanFields(raw, false)
+	for _, f := range fields {
+		if topFields[f.Name] {
+			h.Add(f.Name, f.Value)
+		}
+	}
+	if n < len(raw) {
+		rest = raw[n:]
+	}
+	return h, rest, nil
 }
