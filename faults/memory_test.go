@@ -37,9 +37,10 @@ func TestLargeMessagesMemory(t *testing.T) {
 	if res.Unsent > 0 || l.Accepted != n {
 		t.Errorf("accepted %d of %d large answers (%d unsent, %d deferred, %d connection errors)", l.Accepted, n, res.Unsent, res.Deferred, res.ConnErrors)
 	}
-	// Bounded: well under a fifth of the bytes in flight; holding each
-	// message whole would need all of them.
-	if limit := inFlight / 5; peak > limit {
+	// Bounded: well under a quarter of the bytes in flight (it grows with
+	// the sessions' buffers, 256 KiB store chunks, not with the message
+	// size); holding each message whole would need all of them.
+	if limit := inFlight / 4; peak > limit {
 		t.Errorf("peak RSS %d kB with %d kB in flight: over the bound of %d kB", peak, inFlight, limit)
 	}
 }
