@@ -350,13 +350,14 @@ func carriesCodes(rs []*rcpt) bool {
 // first line that is no field, the way the MIME reader does: a field's
 // folded lines are joined with single spaces, names are canonicalised.
 func readFields(s string) []Field {
-	out, _ := scanFields(s, true)
+	out, _ := scanFields(s, true, nil)
 	return out
 }
 
 // scanFields is readFields that also returns how many bytes of s the
-// fields took; decode tells whether encoded words are decoded.
-func scanFields(s string, decode bool) ([]Field, int) {
+// fields took; decode tells whether encoded words are decoded, keep (when
+// not nil) which fields are kept, by canonical name.
+func scanFields(s string, decode bool, keep map[string]bool) ([]Field, int) {
 	var out []Field
 	if s == "" || s[0] == ' ' || s[0] == '\t' {
 		return nil, 0
@@ -395,11 +396,15 @@ func scanFields(s string, decode bool) ([]Field, int) {
 		if name == "" {
 			continue
 		}
+		key := nettextproto.CanonicalMIMEHeaderKey(name)
+		if keep != nil && !keep[key] {
+			continue
+		}
 		v := unfold(kv[i+1:])
 		if decode {
 			v = decodeWords(v)
 		}
-		out = append(out, Field{Name: nettextproto.CanonicalMIMEHeaderKey(name), Value: v})
+		out = append(out, Field{Name: key, Value: v})
 	}
 	return out, all
 }

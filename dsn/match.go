@@ -55,6 +55,9 @@ func init() {
 		rejectedIsNot = append(rejectedIsNot, index.add(p))
 	}
 	index.build()
+	if len(index.pieces) > maxPieces {
+		panic("dsn: more phrase pieces than maxPieces")
+	}
 }
 
 // compile registers the pieces of phrase p.
@@ -116,13 +119,16 @@ func key3(a, b, c byte) int {
 // match is what the index found in one lower-case text.
 type match struct {
 	d    string
-	bits []uint64
+	bits [maxPieces / 64]uint64
 	any  bool // some piece was found
 }
 
+// maxPieces bounds the number of distinct phrase pieces; init checks it.
+const maxPieces = 1024
+
 // newMatch scans the lower-case text d once for all pieces.
 func newMatch(d string) *match {
-	m := &match{d: d, bits: make([]uint64, (len(index.pieces)+63)/64)}
+	m := &match{d: d}
 	for i := 0; i+2 < len(d); i++ {
 		k := key3(d[i], d[i+1], d[i+2])
 		for _, id := range index.ids[index.offs[k]:index.offs[k+1]] {

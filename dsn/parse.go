@@ -551,11 +551,9 @@ func readTopHeader(br *bufio.Reader) (h textproto.Header, rest string, err error
 		}
 	}
 	raw := bp.String()
-	fields, n := scanFields(raw, false)
+	fields, n := scanFields(raw, false, topFields)
 	for _, f := range fields {
-		if topFields[f.Name] {
-			h.Add(f.Name, f.Value)
-		}
+		h.Add(f.Name, f.Value)
 	}
 	if n < len(raw) {
 		rest = raw[n:]
