@@ -420,6 +420,8 @@ var vendorPhrases = []struct{ phrase, reason string }{
 	{"sorry, i couldn't find a mail exchanger or ip address", ReasonNotAccept},
 	{"sorry, i wasn't able to establish an smtp connection", ReasonNetworkError},
 	{"unable to contact ldap server", ReasonSystemError},
+	// Verizon Wireless's MMS gateway.
+	{"no valid recipients for this mm", ReasonUserUnknown},
 	// au (KDDI) EZweb.
 	{"the user(s) account is disabled", ReasonSuspend},
 	{"each of the following recipients was rejected by a remote mail server", ReasonFiltered},
