@@ -18,7 +18,12 @@ import (
 func TestLargeMessagesMemory(t *testing.T) {
 	rs := redistest.Start(t)
 	sk := startSink(t)
-	rp := startRelay(t, relayOpts{Upstream: sk.Addr, RedisURL: rs.URL(), Workers: 4})
+	// A 10 MB delivery on a loaded machine can outlast the suite's usual
+	// 3 s lease, and the relay does not renew a lease while it sends: a
+	// second worker would lease the answer and send it at the same time.
+	// A lease well above the longest delivery, as in production (5 min
+	// by default), keeps one sender per answer.
+	rp := startRelay(t, relayOpts{Upstream: sk.Addr, RedisURL: rs.URL(), Workers: 4, LeaseTTL: 2 * time.Minute})
 	idle := rp.peakHWM.Load()
 
 	const size = 10 << 20
