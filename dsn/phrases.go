@@ -420,6 +420,8 @@ var vendorPhrases = []struct{ phrase, reason string }{
 	{"sorry, i couldn't find a mail exchanger or ip address", ReasonNotAccept},
 	{"sorry, i wasn't able to establish an smtp connection", ReasonNetworkError},
 	{"unable to contact ldap server", ReasonSystemError},
+	// Exim: a recipient address it could not parse.
+	{"malformed address: <* may not follow ", ReasonSyntaxError},
 	// Verizon Wireless's MMS gateway.
 	{"no valid recipients for this mm", ReasonUserUnknown},
 	// au (KDDI) EZweb.

@@ -206,7 +206,17 @@ func scanText(text string, top textproto.Header, rh []Field) []*rcpt {
 		a := as[0]
 		lead := strings.ToLower(strings.TrimSpace(strings.Trim(strings.TrimSpace(t[:a.start]), `<"'(:[`)))
 		lead = strings.TrimSpace(strings.TrimSuffix(lead, ":"))
-		if !leadIns[lead] && !leadInEnd(lead) && !replyLead(lead) {
+		malformed := false
+		if k := strings.Index(t, ": malformed address:"); k > 0 {
+			// Exim: "text <a>: malformed address: <a> may not follow
+			// ...": the recipient is the address before the colon.
+			for _, s := range as {
+				if s.end <= k {
+					a, malformed = s, true
+				}
+			}
+		}
+		if !malformed && !leadIns[lead] && !leadInEnd(lead) && !replyLead(lead) {
 			continue
 		}
 		if isDaemon(a.addr) || excl[strings.ToLower(a.addr)] && !qmailLine(t, a) {
