@@ -335,6 +335,10 @@ func scanText(text string, top textproto.Header, rh []Field) []*rcpt {
 	var whole string
 	if len(out) == 0 {
 		whole = clip(squeeze(text[:min(len(text), 2*maxDiagBytes)]))
+		if !failureReply(whole) && findStatus(whole) == "" && !namesReason(asciiLower(whole)) {
+			// A text that says nothing about why: no diagnostic.
+			whole = ""
+		}
 	}
 	if len(out) == 0 {
 		for _, v := range top.Values("X-Failed-Recipients") {
