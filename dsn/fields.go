@@ -14,6 +14,7 @@ type rcpt struct {
 	reason    string // set by a format rule that knows better than the text
 	final     bool   // reason is a service's own verdict: no probing
 	reporter  string // the reporting MTA
+	vague     bool   // diag is the whole text, which says nothing about why
 	command   string // the SMTP command the error answered, when known
 	context   string // what the human-readable text says about the recipient
 }

@@ -184,7 +184,7 @@ func classify(r *rcpt, status, reply string, m *match) string {
 			return ReasonExpired
 		case m.has(ReasonVacation):
 			return ReasonVacation
-		case m.d != "":
+		case m.d != "" && !r.vague:
 			return ReasonOnHold
 		}
 		return ReasonUndefined

@@ -333,18 +333,18 @@ func scanText(text string, top textproto.Header, rh []Field) []*rcpt {
 		out = append(out, r)
 	}
 	var whole string
+	vague := false
 	if len(out) == 0 {
 		whole = clip(squeeze(text[:min(len(text), 2*maxDiagBytes)]))
-		if !failureReply(whole) && findStatus(whole) == "" && !namesReason(asciiLower(whole)) {
-			// A text that says nothing about why: no diagnostic.
-			whole = ""
-		}
+		// A text that says nothing about why is a diagnostic, but not
+		// one that a reason can be held on.
+		vague = !failureReply(whole) && findStatus(whole) == "" && !namesReason(asciiLower(whole))
 	}
 	if len(out) == 0 {
 		for _, v := range top.Values("X-Failed-Recipients") {
 			for _, a := range findAddrs(v) {
 				if byAddr[strings.ToLower(a.addr)] == nil {
-					r := &rcpt{address: a.addr, diag: whole}
+					r := &rcpt{address: a.addr, diag: whole, vague: vague}
 					byAddr[strings.ToLower(a.addr)] = r
 					out = append(out, r)
 				}
@@ -355,14 +355,14 @@ func scanText(text string, top textproto.Header, rh []Field) []*rcpt {
 		// Any address in the error text that is not the sender's.
 		for _, a := range findAddrs(text) {
 			if !excl[strings.ToLower(a.addr)] && !isDaemon(a.addr) {
-				out = append(out, &rcpt{address: a.addr, diag: whole})
+				out = append(out, &rcpt{address: a.addr, diag: whole, vague: vague})
 				break
 			}
 		}
 	}
 	if len(out) == 0 && strings.TrimSpace(text) != "" {
 		if a := firstAddr(headerValue(rh, "To")); a != "" {
-			out = append(out, &rcpt{address: a, diag: whole})
+			out = append(out, &rcpt{address: a, diag: whole, vague: vague})
 		}
 	}
 	return out
