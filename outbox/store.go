@@ -113,6 +113,11 @@ type Store interface {
 	RecordAttempt(ctx context.Context, l *Lease, att Attempt) (*Answer, error)
 	// Release ends a lease without an attempt; the answer is due at once.
 	Release(ctx context.Context, l *Lease) error
+	// ExtendLease moves the end of a lease still held to now+ttl and sets
+	// l.Until, so a worker whose delivery outlasts the lease keeps the
+	// answer to itself. A lease another worker took since is ErrLeaseLost
+	// and changes nothing.
+	ExtendLease(ctx context.Context, l *Lease, ttl time.Duration) error
 	// MarkDelayed applies Answer.MarkDelayed to up to max answers that have
 	// a scheduled recipient and were queued before queuedBefore, and
 	// returns the events it wrote: one answer.delayed for each answer whose

@@ -33,7 +33,7 @@ var (
 	// any recipient got a reply.
 	attemptResults = []string{"sent", "temporary", "permanent", "error"}
 	// store operations the relay calls.
-	storeOps = []string{"accept", "lease", "record", "release", "body", "mark_delayed", "expire"}
+	storeOps = []string{"accept", "lease", "extend_lease", "record", "release", "body", "mark_delayed", "expire"}
 	// reasons a submission was refused.
 	rejectReasons = []string{"auth_required", "store", "too_large", "bad_message", "too_many_sessions", "sender_not_allowed"}
 	// where a panic was recovered.

@@ -34,6 +34,7 @@ type Deliverer interface {
 	Lease(ctx context.Context, owner string, max int, ttl time.Duration) ([]*outbox.Lease, error)
 	RecordAttempt(ctx context.Context, l *outbox.Lease, att outbox.Attempt) (*outbox.Answer, error)
 	Release(ctx context.Context, l *outbox.Lease) error
+	ExtendLease(ctx context.Context, l *outbox.Lease, ttl time.Duration) error
 	Body(ctx context.Context, id string) (io.ReadCloser, error)
 }
 

@@ -48,13 +48,19 @@ func (w *worker) run(stop, hard context.Context) {
 			w.r.metrics.StoreErrors.WithLabelValues("lease").Inc()
 			w.log.Error("delivery: lease failed", "err", err)
 		}
+		keeper := w.keep(leases)
 		for i, l := range leases {
 			if stop.Err() != nil {
+				keeper.finish(leases[i:]...)
 				w.release(leases[i:])
 				break
 			}
-			w.deliverSafely(hard, l)
+			if keeper.lost(l) {
+				continue // another worker has it now
+			}
+			w.deliverSafely(hard, l, keeper)
 		}
+		keeper.close()
 		if len(leases) > 0 && err == nil {
 			continue
 		}
@@ -90,22 +96,24 @@ func (w *worker) release(leases []*outbox.Lease) {
 
 // deliverSafely delivers one leased answer; a panic is counted, logged and
 // the lease released.
-func (w *worker) deliverSafely(ctx context.Context, l *outbox.Lease) {
+func (w *worker) deliverSafely(ctx context.Context, l *outbox.Lease, keeper *leaseKeeper) {
 	defer func() {
 		if p := recover(); p != nil {
 			w.r.panicked("delivery", p)
 			w.closeConn()
+			keeper.finish(l)
 			w.release([]*outbox.Lease{l})
 		}
 	}()
-	w.deliver(ctx, l)
+	w.deliver(ctx, l, keeper)
 }
 
-func (w *worker) deliver(ctx context.Context, l *outbox.Lease) {
+func (w *worker) deliver(ctx context.Context, l *outbox.Lease, keeper *leaseKeeper) {
 	a := l.Answer
 	log := w.log.With("answer_id", a.ID)
 	pending := a.PendingRecipients()
 	if len(pending) == 0 {
+		keeper.finish(l)
 		w.release([]*outbox.Lease{l})
 		return
 	}
@@ -114,6 +122,7 @@ func (w *worker) deliver(ctx context.Context, l *outbox.Lease) {
 	att.Duration = time.Since(start)
 	w.r.metrics.AttemptDuration.Observe(att.Duration.Seconds())
 
+	keeper.finish(l) // from here on the lease is only ended, never extended
 	if !answered && ctx.Err() != nil {
 		// Shutdown cut the attempt short before the upstream said anything.
 		w.release([]*outbox.Lease{l})

@@ -71,6 +71,9 @@ type Options struct {
 	// RefuseSession, when set, is the reply to EHLO instead of 250 (e.g.
 	// a 421 or 554): the server will not talk to this client.
 	RefuseSession *smtp.SMTPError
+	// DataDelay is how long the server takes before it answers the end of
+	// DATA: a slow upstream.
+	DataDelay time.Duration
 }
 
 // Message is one message the server accepted.
@@ -326,6 +329,7 @@ func (ss *session) Data(r io.Reader) error {
 	if _, err := io.Copy(&buf, r); err != nil {
 		return err
 	}
+	time.Sleep(ss.s.opts.DataDelay)
 	ss.s.mu.Lock()
 	a := ss.s.data
 	ss.s.mu.Unlock()

@@ -98,6 +98,30 @@ func (s *Store) RecordAttempt(ctx context.Context, l *outbox.Lease, att outbox.A
 	})
 }
 
+// ExtendLease moves the end of a lease still held to now+ttl.
+func (s *Store) ExtendLease(ctx context.Context, l *outbox.Lease, ttl time.Duration) error {
+	var until time.Time
+	err := s.update(ctx, func(tx *bolt.Tx) error {
+		if err := checkLease(tx, l); err != nil {
+			return err
+		}
+		until = s.now().Add(ttl)
+		v, err := json.Marshal(lease{Owner: l.Owner, Token: l.Token, Until: until})
+		if err != nil {
+			return err
+		}
+		if err := tx.Bucket(bktLeases).Put([]byte(l.Answer.ID), v); err != nil {
+			return err
+		}
+		return setDue(tx, l.Answer.ID, &until)
+	})
+	if err != nil {
+		return err
+	}
+	l.Until = until
+	return nil
+}
+
 // Release ends a lease without an attempt; the answer is due at once.
 func (s *Store) Release(ctx context.Context, l *outbox.Lease) error {
 	return s.update(ctx, func(tx *bolt.Tx) error {

@@ -21,6 +21,7 @@ var (
 	scriptResend          = load("resend", true)
 	scriptLease           = load("lease", false)
 	scriptRelease         = load("release", false)
+	scriptExtendLease     = load("extend_lease", false)
 	scriptClaimEvents     = load("claim_events", false)
 	scriptAckEvent        = load("ack_event", false)
 	scriptRetryEvent      = load("retry_event", false)

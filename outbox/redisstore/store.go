@@ -473,6 +473,25 @@ func (s *Store) Release(ctx context.Context, l *outbox.Lease) error {
 		[]string{s.k.due(p), s.k.leases(p)}, []any{id, l.Token, us(s.now())})
 }
 
+// ExtendLease moves the end of a lease still held to now+ttl.
+func (s *Store) ExtendLease(ctx context.Context, l *outbox.Lease, ttl time.Duration) error {
+	if err := s.open(); err != nil {
+		return err
+	}
+	if l == nil || l.Answer == nil {
+		return fmt.Errorf("redisstore: extend lease: %w: no lease", outbox.ErrInvalid)
+	}
+	id := l.Answer.ID
+	p := s.k.partition(id)
+	until := s.now().Add(ttl)
+	if err := runCode(ctx, s.c, "extend lease", id, scriptExtendLease,
+		[]string{s.k.due(p), s.k.leases(p)}, []any{id, l.Token, us(until)}); err != nil {
+		return err
+	}
+	l.Until = until
+	return nil
+}
+
 // RecordReport applies Answer.ApplyReport and keeps the raw report.
 func (s *Store) RecordReport(ctx context.Context, id string, rep outbox.Report, raw []byte) (*outbox.Answer, error) {
 	if len(raw) > outbox.MaxRawReport {

@@ -86,6 +86,40 @@ func testLease(t *testing.T, open Opener) {
 		wantErr(t, "RecordAttempt twice with one lease", err, outbox.ErrLeaseLost)
 	})
 
+	t.Run("extended lease keeps the answer", func(t *testing.T) {
+		h := newHarness(t, open)
+		a := h.accept(spec{})
+		_, l1 := h.leaseIDs("w1", 10, time.Minute)
+		if len(l1) != 1 {
+			t.Fatalf("w1 leased %d answers, want 1", len(l1))
+		}
+		h.clock.Advance(50 * time.Second)
+		wantErr(t, "ExtendLease", h.s.ExtendLease(h.ctx, l1[0], time.Minute), nil)
+		if want := h.clock.Now().Add(time.Minute); !l1[0].Until.Equal(want) {
+			t.Errorf("extended lease until = %v, want %v", l1[0].Until, want)
+		}
+		h.clock.Advance(50 * time.Second) // past the first end, before the new one
+		if got, _ := h.leaseIDs("w2", 10, time.Minute); len(got) != 0 {
+			t.Fatalf("w2 leased %v while w1's extended lease runs", got)
+		}
+		h.clock.Advance(10 * time.Second)
+		_, l2 := h.leaseIDs("w2", 10, time.Minute)
+		if len(l2) != 1 || l2[0].Answer.ID != a.ID {
+			t.Fatalf("w2 after the extended lease expired: %d leases, want %s", len(l2), a.ID)
+		}
+		until := l1[0].Until
+		wantErr(t, "ExtendLease of a lease taken since", h.s.ExtendLease(h.ctx, l1[0], time.Hour), outbox.ErrLeaseLost)
+		if !l1[0].Until.Equal(until) {
+			t.Error("a failed ExtendLease changed the lease's end")
+		}
+		if got, _ := h.leaseIDs("w3", 10, time.Minute); len(got) != 0 {
+			t.Fatalf("w3 leased %v: the stale extension moved w2's lease", got)
+		}
+		_, err := h.s.RecordAttempt(h.ctx, l2[0], h.attemptWith(sent(rcptA)))
+		wantErr(t, "RecordAttempt with the live lease", err, nil)
+		wantErr(t, "ExtendLease after RecordAttempt", h.s.ExtendLease(h.ctx, l2[0], time.Minute), outbox.ErrLeaseLost)
+	})
+
 	t.Run("release", func(t *testing.T) {
 		h := newHarness(t, open)
 		a := h.accept(spec{})
