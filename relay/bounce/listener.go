@@ -30,7 +30,8 @@ type Listener struct {
 func NewListener(cfg Config, intake *Intake, log *slog.Logger) *Listener {
 	l := &Listener{cfg: cfg, intake: intake, log: log}
 	s := smtp.NewServer(smtp.BackendFunc(func(c *smtp.Conn) (smtp.Session, error) {
-		return &session{l: l, remote: c.Conn().RemoteAddr().String()}, nil
+		ctx, cancel := context.WithCancel(context.Background())
+		return &session{l: l, remote: c.Conn().RemoteAddr().String(), ctx: ctx, cancel: cancel}, nil
 	}))
 	s.Domain = cfg.Hostname
 	s.MaxMessageBytes = cfg.MaxMessageBytes
@@ -63,9 +64,13 @@ func (l *Listener) Serve(ctx context.Context, ln net.Listener) error {
 	return nil
 }
 
+// session is one SMTP session. go-smtp gives sessions no context, so each
+// has its own, cancelled when the session ends.
 type session struct {
 	l      *Listener
 	remote string
+	ctx    context.Context
+	cancel context.CancelFunc
 	rcpts  []string
 }
 
@@ -104,7 +109,7 @@ func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 }
 
 func (s *session) Data(r io.Reader) error {
-	res, err := s.l.intake.Ingest(context.Background(), r, Envelope{Recipients: s.rcpts, Source: outbox.SourceSMTP})
+	res, err := s.l.intake.Ingest(s.ctx, r, Envelope{Recipients: s.rcpts, Source: outbox.SourceSMTP})
 	if errors.Is(err, smtp.ErrDataTooLarge) {
 		return err
 	}
@@ -116,8 +121,12 @@ func (s *session) Data(r io.Reader) error {
 	return nil
 }
 
-func (s *session) Reset()        { s.rcpts = nil }
-func (s *session) Logout() error { return nil }
+func (s *session) Reset() { s.rcpts = nil }
+
+func (s *session) Logout() error {
+	s.cancel()
+	return nil
+}
 
 // slogAdapter lets go-smtp log through slog.
 type slogAdapter struct{ log *slog.Logger }
