@@ -119,33 +119,9 @@ func testConfig(t *testing.T, upstream, webhookURL, secret string) Config {
 	return cfg
 }
 
-// startServe runs serve until the test ends and returns its addresses.
-func startServe(t *testing.T, cfg Config) started {
-	ctx, cancel := context.WithCancel(context.Background())
-	up := make(chan started, 1)
-	done := make(chan error, 1)
-	go func() { done <- serve(ctx, cfg, slog.New(slog.DiscardHandler), time.Now, func(s started) { up <- s }) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("serve: %v", err)
-			}
-		case <-time.After(30 * time.Second):
-			t.Error("serve did not stop within 30s")
-		}
-	})
-	select {
-	case s := <-up:
-		return s
-	case err := <-done:
-		t.Fatalf("serve: %v", err)
-	case <-time.After(10 * time.Second):
-		t.Fatal("serve did not start")
-	}
-	return started{}
-}
+// startServe runs serve on the real clock until the test ends and returns
+// its addresses.
+func startServe(t *testing.T, cfg Config) started { return startServeClock(t, cfg, time.Now) }
 
 // submit sends one answer through the relay and returns the id from the
 // "queued as" reply.
