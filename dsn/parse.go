@@ -254,10 +254,12 @@ func (c *collector) entity(h textproto.Header, body io.Reader, depth int) {
 // read decodes the body of an entity (transfer encoding and, for text,
 // charset) and returns at most maxPartBytes of it.
 func (c *collector) read(h textproto.Header, body io.Reader, text bool) string {
-	e, err := message.New(message.Header{Header: h}, body)
 	var r io.Reader = body
-	if e != nil && (err == nil || message.IsUnknownCharset(err)) {
-		r = e.Body
+	if needsDecoding(h) {
+		e, err := message.New(message.Header{Header: h}, body)
+		if e != nil && (err == nil || message.IsUnknownCharset(err)) {
+			r = e.Body
+		}
 	}
 	buf := bufferPool.Get().(*bytes.Buffer)
 	buf.Reset()
@@ -559,4 +561,27 @@ func readTopHeader(br *bufio.Reader) (h textproto.Header, rest string, err error
 		rest = raw[n:]
 	}
 	return h, rest, nil
+}
+
+// needsDecoding reports whether a part's content needs more than reading as
+// it is: a transfer encoding other than the identity ones (RFC 2045 section
+// 6), or a charset other than US-ASCII and UTF-8, which the bytes already
+// are (other 8-bit text is read as Latin-1 later).
+func needsDecoding(h textproto.Header) bool {
+	switch strings.ToLower(strings.TrimSpace(h.Get("Content-Transfer-Encoding"))) {
+	case "", "7bit", "8bit", "binary":
+	default:
+		return true
+	}
+	ct := h.Get("Content-Type")
+	i := strings.Index(strings.ToLower(ct), "charset")
+	if i < 0 {
+		return false
+	}
+	_, params := mediaType(h)
+	switch strings.ToLower(params["charset"]) {
+	case "", "us-ascii", "utf-8", "utf8", "ascii":
+		return false
+	}
+	return true
 }
