@@ -49,10 +49,8 @@ func splitReturned(body string) (errText, returned string, temporary bool) {
 				low[i] = c + 'a' - 'A'
 			}
 		}
-		for _, sep := range separatorBytes {
-			if k := bytes.Index(low[:min(cut, n)], sep); k >= 0 {
-				cut = k
-			}
+		if k := firstSeparator(low[:n]); k >= 0 {
+			cut = k
 		}
 		if n == len(body) || cut < n-maxSeparatorLen {
 			break
@@ -82,14 +80,27 @@ func splitReturned(body string) (errText, returned string, temporary bool) {
 	return body, "", false
 }
 
-// separatorBytes are the separators as byte slices.
-var separatorBytes = func() [][]byte {
-	out := make([][]byte, len(separators))
-	for i, s := range separators {
-		out[i] = []byte(s)
+// separatorsByFirst lists the separators by their first byte.
+var separatorsByFirst = func() (t [256][][]byte) {
+	for _, s := range separators {
+		t[s[0]] = append(t[s[0]], []byte(s))
 	}
-	return out
+	return t
 }()
+
+// firstSeparator returns where the first separator in the lower-case text
+// low starts, or -1: one pass, trying at each byte the separators that
+// begin with it.
+func firstSeparator(low []byte) int {
+	for i, c := range low {
+		for _, sep := range separatorsByFirst[c] {
+			if bytes.HasPrefix(low[i:], sep) {
+				return i
+			}
+		}
+	}
+	return -1
+}
 
 // lowerPool keeps the buffers splitReturned lower-cases text into.
 var lowerPool = sync.Pool{New: func() any { return new([]byte) }}
