@@ -319,7 +319,7 @@ func scanText(text string, top textproto.Header, rh []Field) []*rcpt {
 			}
 		}
 		diag := clip(squeeze(b.String()))
-		if low := strings.ToLower(diag); !failureReply(diag) && !namesReason(low) {
+		if !failureReply(diag) && !namesReason(asciiLower(diag)) {
 			// Nothing about the failure after the address: some bounces
 			// (au EZweb, Verizon, several Japanese carriers) put the
 			// reason in the lines before the list of recipients.
@@ -328,7 +328,7 @@ func scanText(text string, top textproto.Header, rh []Field) []*rcpt {
 				prev = anchors[k-1].line + 1
 			}
 			above := clip(squeeze(strings.Join(lastLines(ls[prev:a.line], maxLinesAbove), " ")))
-			if failureReply(above) || namesReason(strings.ToLower(above)) {
+			if failureReply(above) || namesReason(asciiLower(above)) {
 				diag = clip(strings.TrimSpace(above + " " + diag))
 			}
 		}
