@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 
 	"github.com/answer-relay/answer-relay/dsn"
 )
@@ -36,17 +37,56 @@ func runDSN(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	enc := json.NewEncoder(stdout)
 	enc.SetEscapeHTML(false)
 	code := 0
-	for _, name := range files {
-		if ctx.Err() != nil {
+	// Files are parsed by one worker per CPU and printed in the order
+	// given: dsn.Parse keeps no shared state.
+	workers := min(runtime.GOMAXPROCS(0), len(files))
+	lines := make([]chan dsnLine, len(files))
+	for i := range lines {
+		lines[i] = make(chan dsnLine, 1)
+	}
+	next := make(chan int)
+	// At most window reports wait to be printed, so that one slow file
+	// does not let the others pile up in memory.
+	window := make(chan struct{}, 4*workers)
+	go func() {
+		defer close(next)
+		for i := range files {
+			select {
+			case window <- struct{}{}:
+			case <-ctx.Done():
+				return
+			}
+			select {
+			case next <- i:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	for w := 0; w < workers; w++ {
+		go func() {
+			for i := range next {
+				line := dsnLine{File: filepath.Base(files[i])}
+				rep, err := parseFile(files[i])
+				if err != nil {
+					line.Error = err.Error()
+				} else {
+					line.Report = rep
+				}
+				lines[i] <- line
+			}
+		}()
+	}
+	for i := range files {
+		var line dsnLine
+		select {
+		case line = <-lines[i]:
+		case <-ctx.Done():
 			return 1
 		}
-		line := dsnLine{File: filepath.Base(name)}
-		rep, err := parseFile(name)
-		if err != nil {
-			line.Error = err.Error()
+		<-window
+		if line.Error != "" {
 			code = 1
-		} else {
-			line.Report = rep
 		}
 		if err := enc.Encode(line); err != nil {
 			fmt.Fprintf(stderr, "answer-relay dsn: %v\n", err)
