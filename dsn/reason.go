@@ -1,9 +1,6 @@
 package dsn
 
-import (
-	"bytes"
-	"strings"
-)
+import "strings"
 
 // Reasons, Sisimai's names for why a message was not delivered.
 const (
@@ -390,7 +387,7 @@ func finish(r *rcpt, temporary bool) Recipient {
 	reason := classify(r, status, reply, m)
 	if status == "" {
 		class := "5"
-		if strings.HasPrefix(reply, "4") || temporaryDiag(diag) {
+		if strings.HasPrefix(reply, "4") || temporaryDiag(m.d) {
 			class = "4"
 		}
 		if code, ok := reasonStatus[reason]; ok {
@@ -417,12 +414,11 @@ func finish(r *rcpt, temporary bool) Recipient {
 	}
 }
 
-// temporaryDiag reports whether a diagnostic says the last attempt failed
+// temporaryDiag reports whether a lower-case diagnostic says the last attempt failed
 // for a passing reason, so that a code made up for it is of class 4: the
 // recipient's delivery is retried or was given up only because retrying
 // took too long (Exim's "retry timeout exceeded").
-func temporaryDiag(d string) bool {
-	l := strings.ToLower(d)
+func temporaryDiag(l string) bool {
 	for _, p := range []string{"will be retried", "will retry", "still trying", "will continue to try",
 		"retry timeout exceeded", "have been failing for a long time", "this is a temporary error"} {
 		if strings.Contains(l, p) && !strings.Contains(l, "delivery "+p) {
@@ -436,23 +432,7 @@ func temporaryDiag(d string) bool {
 
 // isTemporary reports whether the lower-case text of a bounce says the
 // failure is temporary and delivery is still being tried.
-func isTemporary(l []byte) bool {
-	for _, p := range temporaryBytes {
-		if bytes.Contains(l, p) {
-			return true
-		}
-	}
-	return false
-}
-
-// temporaryBytes are temporaryPhrases as byte slices.
-var temporaryBytes = func() [][]byte {
-	out := make([][]byte, len(temporaryPhrases))
-	for i, p := range temporaryPhrases {
-		out[i] = []byte(p)
-	}
-	return out
-}()
+func isTemporary(l []byte) bool { return temporarySet.find(l) >= 0 }
 
 // temporaryPhrases are the wordings of a bounce that is a delay warning.
 var temporaryPhrases = []string{"will be retried", "will retry", "still trying", "not yet been delivered",

@@ -49,7 +49,7 @@ func splitReturned(body string) (errText, returned string, temporary bool) {
 				low[i] = c + 'a' - 'A'
 			}
 		}
-		if k := firstSeparator(low[:n]); k >= 0 {
+		if k := separatorSet.find(low[:n]); k >= 0 {
 			cut = k
 		}
 		if n == len(body) || cut < n-maxSeparatorLen {
@@ -80,27 +80,38 @@ func splitReturned(body string) (errText, returned string, temporary bool) {
 	return body, "", false
 }
 
-// separatorsByFirst lists the separators by their first byte.
-var separatorsByFirst = func() (t [256][][]byte) {
-	for _, s := range separators {
-		t[s[0]] = append(t[s[0]], []byte(s))
-	}
-	return t
-}()
+// phraseSet is a set of lower-case phrases looked up by their first byte.
+type phraseSet [256][][]byte
 
-// firstSeparator returns where the first separator in the lower-case text
-// low starts, or -1: one pass, trying at each byte the separators that
-// begin with it.
-func firstSeparator(low []byte) int {
+// newPhraseSet makes the set of phrases ps.
+func newPhraseSet(ps []string) *phraseSet {
+	var t phraseSet
+	for _, p := range ps {
+		if p != "" {
+			t[p[0]] = append(t[p[0]], []byte(p))
+		}
+	}
+	return &t
+}
+
+// find returns where the first phrase of the set in the lower-case text
+// low starts, or -1: one pass, trying at each byte the phrases that begin
+// with it.
+func (t *phraseSet) find(low []byte) int {
 	for i, c := range low {
-		for _, sep := range separatorsByFirst[c] {
-			if bytes.HasPrefix(low[i:], sep) {
+		for _, p := range t[c] {
+			if bytes.HasPrefix(low[i:], p) {
 				return i
 			}
 		}
 	}
 	return -1
 }
+
+var (
+	separatorSet = newPhraseSet(separators)
+	temporarySet = newPhraseSet(temporaryPhrases)
+)
 
 // lowerPool keeps the buffers splitReturned lower-cases text into.
 var lowerPool = sync.Pool{New: func() any { return new([]byte) }}
