@@ -9,7 +9,9 @@ import (
 // from such a service's hosts, the service's documentation decides the
 // reason. The tables follow the services' published code lists (Orange and
 // La Poste, GoDaddy, Spectrum, Facebook, Tencent QQ, Mimecast, Symantec
-// MessageLabs, NTT DOCOMO), the way Sisimai's remote-host rules read them.
+// MessageLabs, Yahoo, AOL, Google Workspace, Outlook.com, au KDDI, NTT
+// DOCOMO), the way
+// Sisimai's remote-host rules read them.
 
 // orangeCodes are the codes of Orange (OFR) and La Poste (LPN) replies:
 // "... OFR006_102 ...", "... LPN007_416".
@@ -268,6 +270,13 @@ var servicePhrases = []struct {
 	// Google Workspace.
 	{gsuiteHosts, "", "because the address couldn't be found. check for typos or unnecessary spaces and try again.", ReasonUserUnknown},
 	{gsuiteHosts, "", "null mx", ReasonNotAccept},
+	// Outlook.com (Hotmail) MX hosts.
+	{outlookHosts, "", "the mail could not be delivered to the recipient because the domain is not reachable", ReasonHostUnknown},
+	{outlookHosts, "", "requested action not taken: mailbox unavailable", ReasonUserUnknown},
+	// au (KDDI): a refusal by the recipient's filter comes without the
+	// address, an unknown user with it.
+	{kddiHosts, "", "550 : user unknown", ReasonFiltered},
+	{kddiHosts, "", ">: user unknown", ReasonUserUnknown},
 	// NTT DOCOMO.
 	{docomoHosts, "", "552 too much mail data", ReasonMailboxFull},
 	{docomoHosts, "", "503 bad sequence of commands", ReasonSyntaxError},
@@ -281,6 +290,8 @@ var (
 	messagelabsHosts = []string{".messagelabs.com"}
 	godaddyHosts     = []string{"smtp.secureserver.net", "mailstore1.secureserver.net"}
 	docomoHosts      = []string{"mfsmax.docomo.ne.jp"}
+	kddiHosts        = []string{".ezweb.ne.jp", "msmx.au.com"}
+	outlookHosts     = []string{".hotmail.com"}
 	yahooHosts       = []string{".yahoodns.net"}
 	aolHosts         = []string{".mail.aol.com", ".mx.aol.com"}
 	gsuiteHosts      = []string{"googlemail.com"}
