@@ -59,6 +59,11 @@ func decodedForms(data []byte) string {
 	if _, c, err := parse(bytes.NewReader(data)); err == nil {
 		for _, t := range c.texts {
 			b.WriteString(t.text)
+			if t.mediaType == "text/html" {
+				// HTML is read as the text it shows (joinTexts).
+				b.WriteString("\n")
+				b.WriteString(stripHTML(t.text))
+			}
 		}
 		b.WriteString(strings.Join(c.status, "\n"))
 		b.WriteString(c.feedback)
