@@ -64,6 +64,9 @@ type Result struct {
 	Duplicate bool `json:"duplicate"`
 	// Status is the answer's status after the bounce, when matched.
 	Status outbox.Status `json:"status,omitempty"`
+	// Applied lists the answer's recipients whose status the bounce
+	// changed.
+	Applied []string `json:"applied,omitempty"`
 	// Recipients are the parsed recipients of the bounce.
 	Recipients []outbox.ReportRecipient `json:"recipients"`
 }
@@ -181,6 +184,7 @@ func (in *Intake) Ingest(ctx context.Context, raw io.Reader, env Envelope) (Resu
 		return Result{}, fmt.Errorf("bounce: record report on %s: %w", a.ID, err)
 	default:
 		res.Status = after.Status
+		res.Applied = changedRecipients(a, after)
 	}
 	in.count(parsed, true, res.Duplicate)
 	return res, nil
@@ -232,6 +236,22 @@ func (in *Intake) match(ctx context.Context, r *dsn.Report, envRcpts []string) (
 		}
 	}
 	return nil, MatchNone, nil
+}
+
+// changedRecipients lists the recipients whose status differs between two
+// versions of an answer.
+func changedRecipients(before, after *outbox.Answer) []string {
+	was := make(map[string]outbox.Status, len(before.Recipients))
+	for _, r := range before.Recipients {
+		was[r.Address] = r.Status
+	}
+	var out []string
+	for _, r := range after.Recipients {
+		if was[r.Address] != r.Status {
+			out = append(out, r.Address)
+		}
+	}
+	return out
 }
 
 // verpID returns the answer id of a VERP address <prefix>+<id>@<domain>,

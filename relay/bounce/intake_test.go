@@ -152,7 +152,8 @@ func TestFailedBounceByEachReference(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if res.AnswerID != a.ID || res.MatchedBy != tt.want || res.Status != outbox.StatusNotDelivered || res.Duplicate {
+				if res.AnswerID != a.ID || res.MatchedBy != tt.want || res.Status != outbox.StatusNotDelivered || res.Duplicate ||
+					len(res.Applied) != 1 || res.Applied[0] != failedRcpt {
 					t.Fatalf("result = %+v, want answer %s matched by %s, not_delivered", res, a.ID, tt.want)
 				}
 				got, err := f.store.Get(context.Background(), a.ID)
@@ -194,7 +195,7 @@ func TestIngestCases(t *testing.T) {
 			}
 			before, _ := f.store.Get(ctx, a.ID)
 			second, err := f.intake.Ingest(ctx, strings.NewReader(raw), Envelope{Source: outbox.SourceSMTP})
-			if err != nil || !second.Duplicate || second.ReportID != first.ReportID {
+			if err != nil || !second.Duplicate || second.ReportID != first.ReportID || len(second.Applied) != 0 {
 				t.Fatalf("second: %+v %v", second, err)
 			}
 			after, _ := f.store.Get(ctx, a.ID)
