@@ -115,6 +115,7 @@ func analyze(c *collector) *Report {
 		rcpts = scan
 	} else {
 		mergeScan(rcpts, scan)
+		exitStatusDiag(rcpts, errText)
 	}
 	if len(rcpts) > 0 {
 		rep.Kind = KindDSN
@@ -428,4 +429,27 @@ func unfold(v string) string {
 		b.WriteString(l)
 	}
 	return b.String()
+}
+
+// exitStatusDiag gives a recipient whose Diagnostic-Code is only a local
+// mailer's exit status ("X-Unix; 255") Sendmail's error line about it in
+// the text ("554 5.3.0 unknown mailer error 255"): a reply code, an
+// enhanced status code of the same class and the error.
+func exitStatusDiag(rs []*rcpt, text string) {
+	for _, r := range rs {
+		d := strings.TrimSpace(r.diag)
+		if d == "" || strings.TrimLeft(d, "0123456789") != "" {
+			continue
+		}
+		for _, l := range lines(text) {
+			l = strings.TrimSpace(l)
+			if len(l) < 10 || (l[0] != '4' && l[0] != '5') || !isDigit(l[1]) || !isDigit(l[2]) || l[3] != ' ' || l[4] != l[0] {
+				continue
+			}
+			if st := findStatus(l[4:]); st != "" && strings.HasPrefix(l[4:], st) && len(l) > 4+len(st) && l[4+len(st)] == ' ' {
+				r.diag = l
+				break
+			}
+		}
+	}
 }
