@@ -116,6 +116,13 @@ func analyze(c *collector) *Report {
 	} else {
 		mergeScan(rcpts, scan)
 		exitStatusDiag(rcpts, errText)
+		if greetingRefused(errText) {
+			for _, r := range rcpts {
+				if r.command == "" {
+					r.command = "CONN"
+				}
+			}
+		}
 	}
 	if len(rcpts) > 0 {
 		rep.Kind = KindDSN
@@ -452,4 +459,27 @@ func exitStatusDiag(rs []*rcpt, text string) {
 			}
 		}
 	}
+}
+
+// greetingRefused reports whether a Sendmail session transcript shows the
+// server's reply right after the connection ("... while talking to
+// mx.example.org.:" then "<<< 554 ..." before any ">>>" command): the server
+// refused the client at its greeting.
+func greetingRefused(text string) bool {
+	i := strings.Index(text, "... while talking to ")
+	if i < 0 {
+		return false
+	}
+	for _, l := range lines(text[i:])[1:] {
+		l = strings.TrimSpace(l)
+		switch {
+		case strings.HasPrefix(l, ">>> "):
+			return false
+		case strings.HasPrefix(l, "<<< "):
+			return true
+		case l != "":
+			return false
+		}
+	}
+	return false
 }

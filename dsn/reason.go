@@ -171,7 +171,7 @@ func classify(r *rcpt, status, reply string, m *match) string {
 			reason = ReasonSyntaxError
 		case r.action == "delayed" || r.action == "expired":
 			reason = ReasonExpired
-		case cmd == "HELO" || cmd == "EHLO":
+		case cmd == "HELO" || cmd == "EHLO" || cmd == "CONN":
 			reason = ReasonBlocked
 		}
 	}
