@@ -90,7 +90,6 @@ type session struct {
 
 	authFailures int
 	from         string
-	mailOpts     smtp.MailOptions
 	rcpts        []string
 	closeOnce    sync.Once
 }
@@ -187,7 +186,7 @@ func (s *session) authFailed(username, why string) error {
 }
 
 // Mail starts a transaction; the sender may be empty (a null reverse-path).
-func (s *session) Mail(from string, opts *smtp.MailOptions) error {
+func (s *session) Mail(from string, _ *smtp.MailOptions) error {
 	if !s.authorized() {
 		s.r.metrics.Rejected.WithLabelValues("auth_required").Inc()
 		s.log.Info("smtp relay denied: not authenticated", "from", from)
@@ -205,10 +204,6 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 		}
 	}
 	s.from = from
-	s.mailOpts = smtp.MailOptions{}
-	if opts != nil {
-		s.mailOpts = *opts
-	}
 	s.rcpts = s.rcpts[:0]
 	return nil
 }
@@ -228,7 +223,6 @@ func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 // Reset ends the current transaction.
 func (s *session) Reset() {
 	s.from = ""
-	s.mailOpts = smtp.MailOptions{}
 	s.rcpts = nil
 }
 
