@@ -236,6 +236,10 @@ var servicePhrases = []struct {
 	{messagelabsHosts, "", "no such user", ReasonUserUnknown},
 	{messagelabsHosts, "", "invalid recipient", ReasonUserUnknown},
 	{messagelabsHosts, "", "mailbox is not allowed", ReasonUserUnknown},
+	// "542 <recipient> Rejected": the recipient is not one of the
+	// customer's valid addresses (the wording Sisimai's MessageLabs module
+	// read as userunknown before its reply table).
+	{messagelabsHosts, "542", " rejected", ReasonUserUnknown},
 	// GoDaddy replies without an IB code.
 	{godaddyHosts, "", "rbl reject", ReasonBlocked},
 	{godaddyHosts, "", "www.spamhaus.org/query/bl?ip=", ReasonBlocked},
