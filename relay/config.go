@@ -149,8 +149,9 @@ type DeliveryConfig struct {
 	// NotifySuccess asks the upstream for success DSNs too
 	// (NOTIFY=SUCCESS,FAILURE,DELAY), for the delivered status.
 	NotifySuccess bool `yaml:"notify_success"`
-	// LeaseTTL is how long a worker holds an answer; a crashed worker's
-	// answers are retried after it.
+	// LeaseTTL is how long a lease lasts unless extended: a working worker
+	// extends its leases every third of it, so a crashed worker's answers
+	// wait at most this long before another worker may take them.
 	LeaseTTL time.Duration `yaml:"lease_ttl"`
 	// LeaseBatch is how many answers a worker leases at once.
 	LeaseBatch int `yaml:"lease_batch"`

@@ -16,10 +16,11 @@
 // "250 2.0.0 OK: queued as <id>" only after the store has it; a store
 // failure is 451 4.3.0 and keeps nothing.
 //
-// Delivery leases due answers, reuses upstream connections across answers,
-// sends ENVID and RET=HDRS on MAIL and NOTIFY on RCPT when the upstream
-// offers DSN (RFC 3461 section 4), optionally a VERP envelope sender, and
-// records each recipient's outcome. One function, classify, maps a reply to
+// Delivery leases due answers (and extends the leases while it works on
+// them), reuses upstream connections across answers, sends ENVID and
+// RET=HDRS on MAIL and NOTIFY on RCPT when the upstream offers DSN
+// (RFC 3461 section 4), optionally a VERP envelope sender, and records each
+// recipient's outcome. One function, classify, maps a reply to
 // an outcome: 5xx is permanent (RFC 5321 section 4.2.1), 4xx and network
 // errors are temporary and retried on the configured schedule with jitter
 // until the maximum lifetime, when they become permanent with reason

@@ -55,7 +55,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 		Rejected: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "answer_relay_smtp_rejected_total",
-			Help: "Submissions refused, by reason (auth_required, store, too_large, bad_message, too_many_sessions).",
+			Help: "Submissions refused, by reason (auth_required, store, too_large, bad_message, too_many_sessions, sender_not_allowed).",
 		}, []string{"reason"}),
 		AuthFailures: f.NewCounter(prometheus.CounterOpts{
 			Name: "answer_relay_smtp_auth_failures_total",

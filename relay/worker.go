@@ -23,7 +23,9 @@ import (
 // outcome of every recipient under the lease with context.WithoutCancel
 // once the upstream has answered, so a shutdown never loses a reply the
 // upstream already gave. A delivery the upstream never answered is released
-// instead, and the answer is due again at once.
+// instead, and the answer is due again at once. While the worker works
+// through a batch, a leaseKeeper (lease.go) extends the leases it has not
+// finished with yet.
 type worker struct {
 	r     *Relay
 	owner string
