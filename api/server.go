@@ -80,9 +80,11 @@ type IngestResult struct {
 	Duplicate bool `json:"duplicate"`
 }
 
-// DeadLetterReplayer puts a dead-lettered webhook event back in line for
-// its endpoint (wired from package webhook). It returns outbox.ErrNotFound
-// when there is no dead letter with that id.
+// DeadLetterReplayer posts a dead-lettered webhook event to its endpoint
+// again, at once (webhook.Dispatcher.Replay, wired by cmd/answer-relay).
+// When it returns nil the endpoint took the event and the dead letter is
+// gone; an unknown id is outbox.ErrNotFound, and any other failure keeps
+// the dead letter.
 type DeadLetterReplayer interface {
 	Replay(ctx context.Context, id string) error
 }
