@@ -103,6 +103,9 @@ func analyze(c *collector) *Report {
 			rep.ReportingMTA = ds.reportingMTA
 		}
 	}
+	if len(rcpts) == 0 {
+		rcpts = fmlNotice(top, errText)
+	}
 	scan := scanText(errText, top, rh)
 	if len(rcpts) == 0 {
 		if a := autoReply(top, body); a != "" && !fromDaemon(top) && !carriesCodes(scan) {
@@ -482,4 +485,71 @@ func greetingRefused(text string) bool {
 		}
 	}
 	return false
+}
+
+// fmlErrors are the wordings of the fml mailing list manager's notices to
+// a poster, by reason: first in the notice's text, then in its Subject.
+var fmlErrors = []struct {
+	reason       string
+	text, titles []string
+}{
+	{ReasonRejected, []string{" header may cause mail loop", "NOT MEMBER article from ", "reject mail from ",
+		"reject spammers:", "You are not a member of this mailing list"},
+		[]string{" are not member", "NOT MEMBER article from ", "reject mail ", "Spam mail from a spammer is rejected"}},
+	{ReasonSystemError, []string{" has detected a loop condition so that", "Duplicated Message-ID", "Loop Back Warning:"},
+		[]string{"fml system error message", "Loop Alert: ", "Loop Back Warning: ", "WARNING: UNIX FROM Loop"}},
+	{ReasonSecurityError, []string{"Security alert:"}, []string{"Security Alert"}},
+}
+
+// fmlNotice reads a notice of the fml mailing list manager (X-MLServer:
+// fml, sent by the list's "-admin" address): the address in angle brackets
+// on a line of the text is the list or message it is about ("You are not a
+// member of this mailing list <list@example.org>."), the wording says why.
+func fmlNotice(top textproto.Header, text string) []*rcpt {
+	if !strings.HasPrefix(strings.ToLower(strings.TrimSpace(top.Get("X-Mlserver"))), "fml") ||
+		!strings.Contains(strings.ToLower(top.Get("From")), "-admin@") {
+		return nil
+	}
+	var rs []*rcpt
+	var cur *rcpt
+	for _, l := range lines(text) {
+		l = strings.TrimSpace(l)
+		if l == "" {
+			continue
+		}
+		i, j := strings.IndexByte(l, '<'), strings.LastIndexByte(l, '>')
+		if a := firstAddr(l); i > 0 && j > i && a != "" {
+			cur = &rcpt{address: a, diag: l}
+			rs = append(rs, cur)
+			continue
+		}
+		if cur != nil {
+			cur.diag += " " + l
+		}
+	}
+	subject := decodeWords(top.Get("Subject"))
+	for _, r := range rs {
+	find:
+		for _, e := range fmlErrors {
+			for _, p := range e.text {
+				if strings.Contains(r.diag, p) {
+					r.reason, r.final = e.reason, true
+					break find
+				}
+			}
+		}
+		if r.reason != "" {
+			continue
+		}
+	title:
+		for _, e := range fmlErrors {
+			for _, p := range e.titles {
+				if strings.Contains(subject, p) {
+					r.reason, r.final = e.reason, true
+					break title
+				}
+			}
+		}
+	}
+	return rs
 }

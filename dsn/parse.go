@@ -521,7 +521,7 @@ var topFields = map[string]bool{
 	"Content-Type": true, "Content-Transfer-Encoding": true, "From": true, "To": true, "Subject": true,
 	"Return-Path": true, "Auto-Submitted": true, "Precedence": true, "X-Apple-Unsubscribe": true,
 	"X-Auto-Response-Suppress": true, "X-Autoreply": true, "X-Autorespond": true, "X-Failed-Recipients": true,
-	"X-Original-To": true, "Delivered-To": true, "Envelope-To": true,
+	"X-Original-To": true, "Delivered-To": true, "Envelope-To": true, "X-Mlserver": true,
 }
 
 // readTopHeader reads the header of the message (RFC 5322 section 2.2) up to

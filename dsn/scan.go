@@ -19,6 +19,7 @@ var separators = []string{
 	"content-type: message/rfc822", "original message header", "returned mail follows",
 	"the original message was:", "text of the returned message", "headers of your message",
 	"your message reads", "message text follows", "the message header follows",
+	"original mail as follows",
 }
 
 // splitReturned splits the text of a bounce at the line that introduces the
