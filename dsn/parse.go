@@ -102,7 +102,45 @@ func parseWith(r io.Reader, nested bool) (*Report, *collector, error) {
 			return inner, c, nil
 		}
 	}
+	if rep.Kind != KindFeedback && len(c.status) == 0 && !c.hasReturn && !c.nested && !strongReport(rep) {
+		// A bounce pasted into the text of another message (a help desk
+		// passing one on), starting at its mbox "From " line: read the
+		// bounce itself, one level deep.
+		text := joinTexts(c.texts)
+		if i := pastedMessage(text); i >= 0 {
+			if inner, ic, err := parseNested(strings.NewReader(text[i:])); err == nil && ic != nil &&
+				inner.Kind == KindDSN && (len(ic.status) > 0 || strongReport(inner)) {
+				return inner, c, nil
+			}
+		}
+	}
 	return rep, c, nil
+}
+
+// pastedMessage returns where a message pasted into text starts: an mbox
+// "From " line followed by the header of a delivery report; -1 when there
+// is none.
+func pastedMessage(text string) int {
+	for off := 0; off < len(text); {
+		i := strings.Index(text[off:], "\nFrom ")
+		if i < 0 {
+			return -1
+		}
+		start := off + i + 1
+		off = start + 5
+		end := strings.Index(text[start:], "\n\n")
+		if end < 0 {
+			end = len(text) - start
+		}
+		nl := strings.IndexByte(text[start:], '\n')
+		if nl < 0 || nl >= end {
+			continue
+		}
+		if isReportHeader(readLooseHeader(text[start+nl+1 : start+end])) {
+			return start
+		}
+	}
+	return -1
 }
 
 // parseNested is parse for a message found inside another one; it does not

@@ -320,6 +320,8 @@ var commandPhrases = []struct{ phrase, cmd string }{
 	{"does not like recipient", "RCPT"}, {"does not like sender", "MAIL"},
 	{"but sender was rejected", "MAIL"}, {"but my name was rejected", "HELO"},
 	{"didn't like the end of data", "DATA"}, {"after end of data", "DATA"},
+	// Postfix: the server refused the session at its greeting.
+	{"refused to talk to me", "CONN"},
 	// Exchange Online's summary of a refused RCPT.
 	{"returned unknown recipient or mailbox unavailable", "RCPT"},
 }
