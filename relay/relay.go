@@ -182,9 +182,6 @@ func (r *Relay) ImplicitTLSAddr() net.Addr {
 // Ready is closed once Run serves and its workers run.
 func (r *Relay) Ready() <-chan struct{} { return r.ready }
 
-// Metrics returns the relay's metrics.
-func (r *Relay) Metrics() *Metrics { return r.metrics }
-
 // UpstreamReachable connects to the upstream (the secondary if the primary
 // fails) and quits; it is the upstream half of /readyz.
 func (r *Relay) UpstreamReachable(ctx context.Context) error { return r.ups.reachable(ctx) }
