@@ -114,7 +114,48 @@ func parseWith(r io.Reader, nested bool) (*Report, *collector, error) {
 			}
 		}
 	}
+	if rep.Kind != KindFeedback && len(c.status) == 0 && !c.hasReturn && !c.nested &&
+		!isReportHeader([]Field{{Name: "Content-Type", Value: c.top.Get("Content-Type")}, {Name: "From", Value: c.top.Get("From")}}) {
+		// A bounce forwarded inline as quoted text ("Begin forwarded
+		// message:" and "> " before every line): read the bounce without
+		// the quotation marks, one level deep.
+		if q := quotedMessage(joinTexts(c.texts)); q != "" {
+			if inner, ic, err := parseNested(strings.NewReader(q)); err == nil && ic != nil &&
+				inner.Kind == KindDSN && (len(ic.status) > 0 || strongReport(inner)) {
+				return inner, c, nil
+			}
+		}
+	}
 	return rep, c, nil
+}
+
+// quotedMessage returns the message quoted in text ("> From: ..." lines),
+// without the quotation marks, when its header is that of a delivery
+// report; "" when there is none.
+func quotedMessage(text string) string {
+	ls := lines(text)
+	for i := 0; i < len(ls); i++ {
+		if !strings.HasPrefix(ls[i], ">") {
+			continue
+		}
+		j := i
+		var b strings.Builder
+		for ; j < len(ls) && strings.HasPrefix(ls[j], ">"); j++ {
+			l := strings.TrimPrefix(ls[j][1:], " ")
+			b.WriteString(strings.TrimRight(l, " \t\r"))
+			b.WriteByte('\n')
+		}
+		q := b.String()
+		end := strings.Index(q, "\n\n")
+		if end < 0 {
+			end = len(q)
+		}
+		if isReportHeader(readLooseHeader(q[:end])) {
+			return q
+		}
+		i = j
+	}
+	return ""
 }
 
 // pastedMessage returns where a message pasted into text starts: an mbox
