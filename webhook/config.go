@@ -70,7 +70,9 @@ type EndpointConfig struct {
 	// Name identifies the endpoint in dead letters, metrics of the API and
 	// the disabled flag: lower-case letters, digits, '.', '_' and '-'.
 	Name string `yaml:"name"`
-	URL  string `yaml:"url"`
+	// URL is where events are posted, an absolute http or https URL. The
+	// dispatcher's logs and Endpoints redact its userinfo and query.
+	URL string `yaml:"url"`
 	// Secrets sign every post (each secret gives one signature), so a new
 	// secret can be added before the receiver switches and the old one
 	// removed after. In whsec_<base64> form.
