@@ -119,6 +119,7 @@ func analyze(c *collector) *Report {
 	} else {
 		mergeScan(rcpts, scan)
 		exitStatusDiag(rcpts, errText)
+		ezwebNotice(rcpts, errText, rep.ReportingMTA, top.Get("From"))
 		if greetingRefused(errText) {
 			for _, r := range rcpts {
 				if r.command == "" {
@@ -552,4 +553,33 @@ func fmlNotice(top textproto.Header, text string) []*rcpt {
 		}
 	}
 	return rs
+}
+
+// ezwebNotices are the sentences with which au (KDDI) EZweb heads the list
+// of the recipients its notice is about; each names the reason for all of
+// them, whatever the SMTP reply on a recipient's own line says.
+var ezwebNotices = []struct{ sentence, reason string }{
+	{"the user(s) account is disabled", ReasonSuspend},
+	{"the user(s) account is temporarily limited", ReasonSuspend},
+	{"the user(s) account is temporarily over quota", ReasonMailboxFull},
+}
+
+// ezwebNotice gives the recipients of an EZweb notice the reason its
+// heading sentence names.
+func ezwebNotice(rs []*rcpt, text, mta, from string) {
+	if !anySuffix([]string{strings.ToLower(mta)}, ".ezweb.ne.jp") && !strings.Contains(strings.ToLower(from), "@ezweb.ne.jp") {
+		return
+	}
+	low := strings.ToLower(text)
+	for _, n := range ezwebNotices {
+		if !strings.Contains(low, n.sentence) {
+			continue
+		}
+		for _, r := range rs {
+			if r.reason == "" {
+				r.reason, r.final = n.reason, true
+			}
+		}
+		return
+	}
 }
