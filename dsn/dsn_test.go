@@ -126,7 +126,7 @@ func sampleOK(e expectation, rep *Report) bool {
 // minCorpusScore is the share of corpus samples that must be read right.
 // The goal is 95% and more; this floor keeps what has been reached from
 // going back.
-const minCorpusScore = 0.979
+const minCorpusScore = 0.980
 
 // TestCorpus runs every corpus sample through Parse and checks the score.
 func TestCorpus(t *testing.T) {

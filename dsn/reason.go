@@ -359,6 +359,17 @@ func finish(r *rcpt, temporary bool) Recipient {
 	if r.reason == "" {
 		r.reason = m.vendor()
 	}
+	if cmd, reason, ok := gmailState(diag); ok {
+		// Gmail ends the reply it relays with the step of its session
+		// that failed ("(state 18)"); the step names the reason unless
+		// the reply's own status code is specific.
+		if r.command == "" {
+			r.command = cmd
+		}
+		if s := findStatus(diag); r.reason == "" && (s == "" || strings.Contains(s, ".0")) {
+			r.reason = reason
+		}
+	}
 	action := r.action
 	if action == "" {
 		switch {
@@ -486,4 +497,28 @@ func preferStatus(field, text, reply string) string {
 		return text
 	}
 	return field
+}
+
+// gmailStates are the steps of Gmail's outgoing SMTP session that its
+// bounces name ("... Header error (state 18)."): the command and the reason
+// a failure at that step means.
+var gmailStates = map[string]struct{ cmd, reason string }{
+	"6": {"MAIL", ReasonSystemError}, "8": {"AUTH", ReasonSystemError}, "9": {"AUTH", ReasonSystemError},
+	"12": {"AUTH", ReasonNoRelaying}, "13": {"EHLO", ReasonBlocked}, "14": {"RCPT", ReasonUserUnknown},
+	"15": {"DATA", ReasonFiltered}, "17": {"DATA", ReasonFiltered}, "18": {"DATA", ReasonFiltered},
+}
+
+// gmailState returns the command and reason of the "(state N)" that ends
+// a reply relayed by Gmail.
+func gmailState(diag string) (cmd, reason string, ok bool) {
+	i := strings.LastIndex(diag, " (state ")
+	if i < 0 {
+		return "", "", false
+	}
+	n, _, found := strings.Cut(diag[i+8:], ")")
+	if !found {
+		return "", "", false
+	}
+	st, ok := gmailStates[n]
+	return st.cmd, st.reason, ok
 }
