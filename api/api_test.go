@@ -478,6 +478,36 @@ func TestNotConfigured(t *testing.T) {
 	}
 }
 
+// replayFailing is a replayer whose endpoint side fails with err.
+type replayFailing struct{ err error }
+
+func (r replayFailing) Replay(context.Context, string) error { return r.err }
+
+// TestReplayFailures: each kind of replay failure has its own status, and
+// none is a 500.
+func TestReplayFailures(t *testing.T) {
+	tests := []struct {
+		name   string
+		err    error
+		status int
+		typ    string
+	}{
+		{"unknown dead letter", fmt.Errorf("dead letter x: %w", outbox.ErrNotFound), 404, "not-found"},
+		{"endpoint disabled", fmt.Errorf("endpoint: %w", outbox.ErrIllegalTransition), 409, "illegal-transition"},
+		{"store down", fmt.Errorf("take: %w", outbox.ErrUnavailable), 503, "unavailable"},
+		{"endpoint refused", errors.New("webhook: delivery failed: HTTP 500"), 502, "replay-failed"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEnv(t, engines[0], func(d *Deps) { d.Replayer = replayFailing{tt.err} })
+			r := e.do("POST", "/api/v1/webhooks/dead-letters/01A-1%2Fdefault/replay", RoleAdmin, nil)
+			if r.status != tt.status || r.problem(t).Type != ProblemTypePrefix+tt.typ {
+				t.Errorf("%d %s, want %d %s", r.status, r.body, tt.status, tt.typ)
+			}
+		})
+	}
+}
+
 // TestTooLarge: a bounce over MaxReportBody is 413.
 func TestTooLarge(t *testing.T) {
 	e := newEnv(t, engines[0], nil)

@@ -352,9 +352,25 @@ func (s *Server) postReplay(c echo.Context) error {
 		return err
 	}
 	if err := s.deps.Replayer.Replay(c.Request().Context(), id); err != nil {
+		if endpointRefused(c.Request().Context(), err) {
+			s.logger.Warn("api: replay not taken by the endpoint", "id", id, "err", err)
+			return problemf(http.StatusBadGateway, "replay-failed",
+				"The endpoint did not take the event; the dead letter %q was kept: %v", id, err)
+		}
 		return s.storeProblem(c, err, "dead letter", id)
 	}
 	return reply(c, http.StatusAccepted, ReplayResult{ID: id, Replayed: true})
+}
+
+// endpointRefused reports whether a replay error is the webhook endpoint's
+// doing rather than the store's or the request's (see DeadLetterReplayer).
+func endpointRefused(ctx context.Context, err error) bool {
+	for _, known := range []error{outbox.ErrNotFound, outbox.ErrIllegalTransition, outbox.ErrUnavailable, outbox.ErrInvalid} {
+		if errors.Is(err, known) {
+			return false
+		}
+	}
+	return ctx.Err() == nil
 }
 
 func (s *Server) getOpenAPI(c echo.Context) error {

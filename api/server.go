@@ -83,8 +83,11 @@ type IngestResult struct {
 // DeadLetterReplayer posts a dead-lettered webhook event to its endpoint
 // again, at once (webhook.Dispatcher.Replay, wired by cmd/answer-relay).
 // When it returns nil the endpoint took the event and the dead letter is
-// gone; an unknown id is outbox.ErrNotFound, and any other failure keeps
-// the dead letter.
+// gone. Any failure keeps the dead letter: an unknown id is
+// outbox.ErrNotFound (404), an endpoint that cannot take events now
+// (unknown, or disabled after a 410) matches outbox.ErrIllegalTransition
+// (409), an unreachable store outbox.ErrUnavailable (503), and anything
+// else means the endpoint did not take the event (502).
 type DeadLetterReplayer interface {
 	Replay(ctx context.Context, id string) error
 }

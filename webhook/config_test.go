@@ -1,11 +1,14 @@
 package webhook
 
 import (
+	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/answer-relay/answer-relay/internal/config"
+	"github.com/answer-relay/answer-relay/outbox"
 )
 
 // testSecret and testSecret2 are valid whsec_ secrets (32 bytes each).
@@ -148,5 +151,19 @@ func TestBuildEndpointsRouting(t *testing.T) {
 				t.Errorf("timeouts %s, %s: want the endpoint's own, else webhook.timeout", eps[len(eps)-1].timeout, eps[0].timeout)
 			}
 		})
+	}
+}
+
+// TestEndpointErrorsAreConflicts: the API answers 409 for an endpoint that
+// cannot take events now, because these errors match
+// outbox.ErrIllegalTransition; a failed delivery does not.
+func TestEndpointErrorsAreConflicts(t *testing.T) {
+	for _, err := range []error{ErrUnknownEndpoint, ErrEndpointDisabled, fmt.Errorf("%w %q", ErrEndpointDisabled, "x")} {
+		if !errors.Is(err, outbox.ErrIllegalTransition) {
+			t.Errorf("%v does not match outbox.ErrIllegalTransition", err)
+		}
+	}
+	if errors.Is(fmt.Errorf("%w: HTTP 500", ErrDeliveryFailed), outbox.ErrIllegalTransition) || errors.Is(ErrUnknownEndpoint, ErrEndpointDisabled) {
+		t.Error("distinct errors match each other")
 	}
 }

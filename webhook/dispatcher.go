@@ -49,15 +49,27 @@ var _ Store = outbox.Store(nil)
 // Errors of Replay and SetEndpointEnabled.
 var (
 	// ErrUnknownEndpoint: no endpoint of that name is configured (any
-	// more). The API maps it to 404 or 409.
-	ErrUnknownEndpoint = errors.New("webhook: unknown endpoint")
+	// more). It matches outbox.ErrIllegalTransition, which the API maps to
+	// 409 Conflict.
+	ErrUnknownEndpoint error = &conflict{"webhook: unknown endpoint"}
 	// ErrEndpointDisabled: the endpoint answered 410 Gone and stays
-	// disabled until an operator enables it again.
-	ErrEndpointDisabled = errors.New("webhook: endpoint disabled")
+	// disabled until an operator enables it again. It matches
+	// outbox.ErrIllegalTransition (409 Conflict).
+	ErrEndpointDisabled error = &conflict{"webhook: endpoint disabled"}
 	// ErrDeliveryFailed: the endpoint did not take a replayed event; the
-	// dead letter was put back.
+	// dead letter was put back. The API answers 502 Bad Gateway.
 	ErrDeliveryFailed = errors.New("webhook: delivery failed")
 )
+
+// conflict is an error that the state of an endpoint, not the request,
+// refuses: errors.Is matches it with itself and with
+// outbox.ErrIllegalTransition.
+type conflict struct{ msg string }
+
+func (e *conflict) Error() string { return e.msg }
+
+// Is makes errors.Is(err, outbox.ErrIllegalTransition) true.
+func (e *conflict) Is(target error) bool { return target == outbox.ErrIllegalTransition }
 
 // disabledTTL is how long a replica trusts its copy of an endpoint's
 // disabled flag before asking the store again: a re-enable on another
