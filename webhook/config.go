@@ -249,6 +249,25 @@ func splitSecrets(s config.Secret) []config.Secret {
 
 // redactURL returns raw without its userinfo, query and fragment, for logs
 // and errors: webhook URLs often carry tokens there.
+// Redacted returns a copy of c fit to print: every URL without its
+// userinfo and query, which often carry credentials. Secrets print as
+// <redacted> by their type.
+func (c Config) Redacted() Config {
+	if c.URL != "" {
+		c.URL = redactURL(c.URL)
+	}
+	if c.ReopenURL != "" {
+		c.ReopenURL = redactURL(c.ReopenURL)
+	}
+	eps := make([]EndpointConfig, len(c.Endpoints))
+	for i, ep := range c.Endpoints {
+		ep.URL = redactURL(ep.URL)
+		eps[i] = ep
+	}
+	c.Endpoints = eps
+	return c
+}
+
 func redactURL(raw string) string {
 	u, err := url.Parse(raw)
 	if err != nil {

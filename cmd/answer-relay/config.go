@@ -149,8 +149,17 @@ func runConfig(_ context.Context, args []string, stdout, stderr io.Writer) int {
 }
 
 // printConfig writes the effective configuration as YAML; secrets print as
-// <redacted>.
+// <redacted>, and so do the parts of settings that carry credentials
+// without being secrets by type: webhook URLs' userinfo and query, and the
+// password hashes of smtp.users.
 func printConfig(w io.Writer, cfg Config) error {
+	cfg.Webhook = cfg.Webhook.Redacted()
+	users := make([]string, len(cfg.Relay.SMTP.Users))
+	for i, u := range cfg.Relay.SMTP.Users {
+		name, _, _ := strings.Cut(u, ":")
+		users[i] = name + ":<redacted>"
+	}
+	cfg.Relay.SMTP.Users = users
 	enc := yaml.NewEncoder(w)
 	enc.SetIndent(2)
 	if err := enc.Encode(cfg); err != nil {
