@@ -299,8 +299,12 @@ func (r *Relay) wake() {
 	}
 }
 
-// sweepBatch is how many answers one store call of the sweeper changes.
-const sweepBatch = 100
+// sweepBatch is how many answers one store call of the sweeper changes,
+// and maxSweepBatches how many calls one sweep makes at most.
+const (
+	sweepBatch      = 100
+	maxSweepBatches = 1000
+)
 
 // sweep marks answers queued longer than delay_after as delayed and expires
 // answers older than retention_days, every sweep interval.
@@ -319,9 +323,15 @@ func (r *Relay) sweep(stop context.Context) {
 
 func (r *Relay) sweepOnce(ctx context.Context) {
 	now := r.clock()
-	for {
+	// MarkDelayed returns the status changes it wrote, which can be fewer
+	// than the answers it marked (one already not delivered keeps its
+	// status), so the sweep goes on until a batch changes nothing; a bound
+	// keeps one sweep from running for ever.
+	for range maxSweepBatches {
 		events, err := r.store.MarkDelayed(ctx, now.Add(-r.cfg.DelayAfter), sweepBatch)
-		n := len(events)
+		if len(events) > 0 {
+			r.log.Info("sweeper: answers delayed", "count", len(events), "delay_after", r.cfg.DelayAfter)
+		}
 		if err != nil {
 			if ctx.Err() == nil {
 				r.metrics.StoreErrors.WithLabelValues("mark_delayed").Inc()
@@ -329,10 +339,7 @@ func (r *Relay) sweepOnce(ctx context.Context) {
 			}
 			break
 		}
-		if n > 0 {
-			r.log.Info("sweeper: answers delayed", "count", n, "delay_after", r.cfg.DelayAfter)
-		}
-		if n < sweepBatch {
+		if len(events) == 0 {
 			break
 		}
 	}

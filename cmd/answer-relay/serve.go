@@ -179,18 +179,10 @@ func (g ingester) Ingest(ctx context.Context, raw io.Reader, source outbox.Repor
 	}
 	out := api.IngestResult{
 		Matched: res.AnswerID != "", AnswerID: res.AnswerID, ReportID: res.ReportID,
-		Kind: res.Kind, Status: res.Status, Duplicate: res.Duplicate,
+		Kind: res.Kind, Status: res.Status, Duplicate: res.Duplicate, Applied: res.Applied,
 	}
 	if out.Matched {
 		out.MatchedBy = string(res.MatchedBy)
-	}
-	if out.Matched && !out.Duplicate {
-		for _, r := range res.Recipients {
-			switch r.Action {
-			case "failed", "delayed", "delivered":
-				out.Applied = append(out.Applied, r.Address)
-			}
-		}
 	}
 	return out, nil
 }
