@@ -476,7 +476,10 @@ func TestMetrics(t *testing.T) {
 	if n := r.metric(t, "answer_relay_webhook_delivery_duration_seconds", nil); n < 3 {
 		t.Errorf("%v POSTs timed, want at least 3", n)
 	}
-	if n := r.metric(t, "answer_relay_webhook_deliveries_total", map[string]string{"event": "answer.scheduled", "outcome": "success"}); n != 3 {
-		t.Errorf("%v answer.scheduled successes, want 3", n)
+	// At least 3: the test moves the fake clock 10 s while a claim (ttl
+	// 2 s) may be in flight, and a lapsed claim is delivered again — the
+	// at-least-once the contract promises, counted as another success.
+	if n := r.metric(t, "answer_relay_webhook_deliveries_total", map[string]string{"event": "answer.scheduled", "outcome": "success"}); n < 3 || n > 6 {
+		t.Errorf("%v answer.scheduled successes, want 3 (up to 6 with lapsed claims)", n)
 	}
 }
