@@ -40,7 +40,8 @@ import (
 //	<P>:{pNN}:await                  zset    id of an answer with a scheduled recipient → QueuedAt (delay sweep)
 //	<P>:{pNN}:all                    zset    member(AcceptedAt, id) of every answer (List, Expire)
 //	<P>:{pNN}:st:<status>            zset    member(AcceptedAt, id), per answer status (List by status)
-//	<P>:{pNN}:idx:<key>:<value>      zset    member(AcceptedAt, id), per reference (Lookup; ticket_id for List)
+//	<P>:{pNN}:idx:<key>:<value>      zset    member(AcceptedAt, id), per reference (Lookup; ticket_id for List);
+//	                                         no entry for a Lookup reference equal to the id (indexKeys)
 //	<P>:{pNN}:evq                    zset    id of an answer with unacked events → when its head event is claimable
 //	<P>:{pNN}:evage                  zset    id of an answer with unacked events → time of its head event
 //	<P>:{g}:unm                      zset    member(ReceivedAt, report id) of every unmatched report
@@ -126,20 +127,39 @@ func (k keys) answerKeys(id string, oldStatus, newStatus outbox.Status) []string
 	}
 }
 
-// indexKeys returns the reference index keys of an answer: one per non-empty
-// reference it is found by.
+// indexKeys returns the reference index keys accept writes for an answer:
+// one per non-empty reference it is found by, except a Lookup reference
+// equal to the answer's own id (as the envelope id NewAnswer sets is):
+// Lookup reads the answer with that id directly (see Store.Lookup), so that
+// entry would only cost a write. The ticket index is always written, as
+// List reads it.
 func (k keys) indexKeys(a *outbox.Answer) []string {
+	return k.refKeys(a, false)
+}
+
+// allIndexKeys returns every reference index key an answer may have an
+// entry in, including those indexKeys leaves out (entries written before it
+// did): Expire removes them all.
+func (k keys) allIndexKeys(a *outbox.Answer) []string {
+	return k.refKeys(a, true)
+}
+
+func (k keys) refKeys(a *outbox.Answer, all bool) []string {
 	p := k.partition(a.ID)
 	var out []string
-	for _, r := range []struct{ key, value string }{
-		{string(outbox.ByAnswerRef), a.AnswerRef},
-		{string(outbox.ByMessageID), a.MessageID},
-		{string(outbox.ByEnvelopeID), a.EnvelopeID},
-		{byTicket, a.TicketID},
+	for _, r := range []struct {
+		key, value string
+		lookup     bool
+	}{
+		{string(outbox.ByAnswerRef), a.AnswerRef, true},
+		{string(outbox.ByMessageID), a.MessageID, true},
+		{string(outbox.ByEnvelopeID), a.EnvelopeID, true},
+		{byTicket, a.TicketID, false},
 	} {
-		if r.value != "" {
-			out = append(out, k.index(p, r.key, r.value))
+		if r.value == "" || (!all && r.lookup && r.value == a.ID) {
+			continue
 		}
+		out = append(out, k.index(p, r.key, r.value))
 	}
 	return out
 }

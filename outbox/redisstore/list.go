@@ -38,8 +38,10 @@ func pageLimit(n int) int {
 }
 
 // Lookup returns the most recent answer whose reference under key is
-// value: one pipeline asks every partition's index for its newest entry,
-// then the newest of those is read.
+// value: one pipeline asks every partition's index for its newest entry and
+// reads the answer whose id is value (a reference equal to the answer's own
+// id has no index entry, see keys.indexKeys), then the newest of those is
+// read.
 func (s *Store) Lookup(ctx context.Context, key outbox.LookupKey, value string) (*outbox.Answer, error) {
 	if err := s.open(); err != nil {
 		return nil, err
@@ -54,13 +56,15 @@ func (s *Store) Lookup(ctx context.Context, key outbox.LookupKey, value string) 
 	}
 	for range casRetries {
 		cmds := make([]*redis.StringSliceCmd, s.k.partitions)
+		var self *redis.StringCmd
 		_, err := s.c.Pipelined(ctx, func(p redis.Pipeliner) error {
 			for i := range cmds {
 				cmds[i] = p.ZRangeArgs(ctx, redis.ZRangeArgs{Key: s.k.index(i, string(key), value), ByLex: true, Rev: true, Start: "+", Stop: "-", Count: 1})
 			}
+			self = p.HGet(ctx, s.k.record(value), "j")
 			return nil
 		})
-		if err != nil {
+		if err != nil && !errors.Is(err, redis.Nil) {
 			return nil, classify("lookup", err)
 		}
 		newest := ""
@@ -68,6 +72,19 @@ func (s *Store) Lookup(ctx context.Context, key outbox.LookupKey, value string) 
 			if v := cmd.Val(); len(v) > 0 && v[0] > newest {
 				newest = v[0]
 			}
+		}
+		var own *outbox.Answer
+		if j, err := self.Bytes(); err == nil {
+			a, err := decodeAnswer(j)
+			if err != nil {
+				return nil, err
+			}
+			if reference(a, key) == value {
+				own = a
+			}
+		}
+		if own != nil && member(own.AcceptedAt, own.ID) >= newest {
+			return own, nil
 		}
 		if newest == "" {
 			return nil, fmt.Errorf("redisstore: lookup %s %q: %w", key, value, outbox.ErrNotFound)
@@ -79,6 +96,19 @@ func (s *Store) Lookup(ctx context.Context, key outbox.LookupKey, value string) 
 		return a, err
 	}
 	return nil, fmt.Errorf("redisstore: lookup %s %q: %w", key, value, outbox.ErrNotFound)
+}
+
+// reference returns the reference of a under a Lookup key.
+func reference(a *outbox.Answer, key outbox.LookupKey) string {
+	switch key {
+	case outbox.ByAnswerRef:
+		return a.AnswerRef
+	case outbox.ByMessageID:
+		return a.MessageID
+	case outbox.ByEnvelopeID:
+		return a.EnvelopeID
+	}
+	return ""
 }
 
 // List returns answers matching f, newest first. It reads the narrowest

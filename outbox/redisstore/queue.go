@@ -341,7 +341,7 @@ func (s *Store) Expire(ctx context.Context, acceptedBefore time.Time, max int) (
 				continue
 			}
 			keys := append(s.k.answerKeys(a.ID, a.Status, a.Status), s.k.body(a.ID), s.k.raw(a.ID))
-			keys = append(keys, s.k.indexKeys(a)...)
+			keys = append(keys, s.k.allIndexKeys(a)...)
 			calls = append(calls, scriptCall{script: scriptExpire, keys: keys,
 				args: []any{a.ID, a.Version, s.tombTT.Milliseconds(), members[i]}})
 		}

@@ -375,7 +375,7 @@ func (s *Store) commonArgs(cur, next *outbox.Answer, events []outbox.Event, now 
 	}
 	args := []any{
 		next.ID, curVersion, next.Version, token(), j,
-		flag(next.Queued()), flag(next.Awaiting()), us(next.QueuedAt), member(next.AcceptedAt, next.ID),
+		queueChange(cur, next), awaitChange(cur, next), us(next.QueuedAt), member(next.AcceptedAt, next.ID),
 		us(due), us(now), len(events),
 	}
 	for _, e := range events {
@@ -388,11 +388,35 @@ func (s *Store) commonArgs(cur, next *outbox.Answer, events []outbox.Event, now 
 	return args, nil
 }
 
-func flag(b bool) string {
-	if b {
-		return "1"
+// queueChange is the queue change of the write of next over cur (nil on
+// accept), ARGV 6 of lua/prelude.lua: "+" next enters the queue or its
+// QueuedAt moves, "=" it stays queued at the same QueuedAt, "-" it leaves
+// the queue, "" it stays out of it.
+func queueChange(cur, next *outbox.Answer) string {
+	was := cur != nil && cur.Queued()
+	switch {
+	case next.Queued() && (!was || !cur.QueuedAt.Equal(next.QueuedAt)):
+		return "+"
+	case next.Queued():
+		return "="
+	case was:
+		return "-"
 	}
-	return "0"
+	return ""
+}
+
+// awaitChange is the await-set change of the write of next over cur (nil
+// on accept), ARGV 7 of lua/prelude.lua: "+" next enters the set or its
+// QueuedAt moves, "-" it leaves the set, "" no change.
+func awaitChange(cur, next *outbox.Answer) string {
+	was := cur != nil && cur.Awaiting()
+	switch {
+	case next.Awaiting() && (!was || !cur.QueuedAt.Equal(next.QueuedAt)):
+		return "+"
+	case was && !next.Awaiting():
+		return "-"
+	}
+	return ""
 }
 
 // transition is one state-machine step applied by update.

@@ -3,16 +3,17 @@
 --
 -- KEYS: 1..13 the common block (prelude.lua); 14 body string;
 --       15 temporary body key (used when ARGV mode is "tmp");
---       16.. reference index zsets (idx:<key>:<value>, ticket included)
+--       16.. reference index zsets (idx:<key>:<value>, ticket included;
+--       keys.go, indexKeys)
 -- ARGV: 1..12+n the common block (ARGV[2] is ignored: there is no old
---       version); 13+n mode: "inline" or "tmp"; 14+n the body when inline
+--       version; 6 and 7 compare with no answer); 13+n mode: "inline" or
+--       "tmp"; 14+n the body when inline
 -- Returns: "OK"; "EXISTS" when the id is taken (or was, and expired);
 --          "NOBODY" when the temporary body is gone (its TTL ran out).
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  if replayed() then return 'OK' end
+if redis.call('EXISTS', KEYS[1], KEYS[2]) > 0 then
+  if redis.call('HGET', KEYS[1], 'n') == ARGV[4] then return 'OK' end
   return 'EXISTS'
 end
-if redis.call('EXISTS', KEYS[2]) == 1 then return 'EXISTS' end
 local x = 13 + tonumber(ARGV[12])
 if ARGV[x] == 'tmp' then
   if redis.call('EXISTS', KEYS[15]) == 0 then return 'NOBODY' end
@@ -26,5 +27,5 @@ for i = 16, #KEYS do
 end
 redis.call('ZADD', KEYS[7], 0, ARGV[9])
 redis.call('ZADD', KEYS[9], 0, ARGV[9])
-commit()
+commit(true)
 return 'OK'

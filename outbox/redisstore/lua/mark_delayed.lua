@@ -5,8 +5,9 @@
 -- ARGV: 1..12+n the common block
 -- Returns: "OK"; "CONFLICT" when the record changed since it was read;
 --          "NOTFOUND"; "EXPIRED".
-if replayed() then return 'OK' end
-local e = check_version()
+local replay, v = read_guard()
+if replay then return 'OK' end
+local e = version_error(v)
 if e then return e end
-commit()
+commit(false)
 return 'OK'

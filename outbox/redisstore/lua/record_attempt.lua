@@ -7,11 +7,12 @@
 -- Returns: "OK"; "LEASELOST" when the token is not the answer's current
 --          lease; "CONFLICT" when the record changed since it was read (the
 --          caller re-reads and re-applies); "NOTFOUND"; "EXPIRED".
-if replayed() then return 'OK' end
+local replay, v = read_guard()
+if replay then return 'OK' end
 local token = ARGV[13 + tonumber(ARGV[12])]
 if redis.call('HGET', KEYS[4], ARGV[1]) ~= token then return 'LEASELOST' end
-local e = check_version()
+local e = version_error(v)
 if e then return e end
 redis.call('HDEL', KEYS[4], ARGV[1])
-commit()
+commit(true)
 return 'OK'

@@ -6,12 +6,13 @@
 --       ("" keeps none)
 -- Returns: "OK"; "CONFLICT" when the record changed since it was read;
 --          "NOTFOUND"; "EXPIRED".
-if replayed() then return 'OK' end
-local e = check_version()
+local replay, v = read_guard()
+if replay then return 'OK' end
+local e = version_error(v)
 if e then return e end
 local x = 13 + tonumber(ARGV[12])
 if ARGV[x + 1] ~= '' then
   redis.call('HSET', KEYS[14], ARGV[x], ARGV[x + 1])
 end
-commit()
+commit(false)
 return 'OK'
