@@ -26,6 +26,7 @@ func analyze(c *collector) *Report {
 	rep := &Report{Recipients: []Recipient{}, ReturnedHeaders: []Field{}}
 	top := c.top
 	body := joinTexts(c.texts)
+	c.body = body
 
 	// The error section and the returned message.
 	errText, retText, temporary := splitReturned(body)
@@ -567,7 +568,7 @@ var ezwebNotices = []struct{ sentence, reason string }{
 // ezwebNotice gives the recipients of an EZweb notice the reason its
 // heading sentence names.
 func ezwebNotice(rs []*rcpt, text, mta, from string) {
-	if !anySuffix([]string{strings.ToLower(mta)}, ".ezweb.ne.jp") && !strings.Contains(strings.ToLower(from), "@ezweb.ne.jp") {
+	if !hasSuffixFold(mta, ".ezweb.ne.jp") && !containsFold(from, "@ezweb.ne.jp") {
 		return
 	}
 	low := strings.ToLower(text)
@@ -582,4 +583,20 @@ func ezwebNotice(rs []*rcpt, text, mta, from string) {
 		}
 		return
 	}
+}
+
+// hasSuffixFold reports whether s ends in suffix, ignoring ASCII case.
+func hasSuffixFold(s, suffix string) bool {
+	return len(s) >= len(suffix) && strings.EqualFold(s[len(s)-len(suffix):], suffix)
+}
+
+// containsFold reports whether s contains sub, ignoring ASCII case, without
+// making a lower-case copy.
+func containsFold(s, sub string) bool {
+	for i := 0; i+len(sub) <= len(s); i++ {
+		if strings.EqualFold(s[i:i+len(sub)], sub) {
+			return true
+		}
+	}
+	return false
 }

@@ -106,20 +106,20 @@ func parseWith(r io.Reader, nested bool) (*Report, *collector, error) {
 		// A bounce pasted into the text of another message (a help desk
 		// passing one on), starting at its mbox "From " line: read the
 		// bounce itself, one level deep.
-		text := joinTexts(c.texts)
-		if i := pastedMessage(text); i >= 0 {
-			if inner, ic, err := parseNested(strings.NewReader(text[i:])); err == nil && ic != nil &&
+		if i := pastedMessage(c.body); i >= 0 {
+			if inner, ic, err := parseNested(strings.NewReader(c.body[i:])); err == nil && ic != nil &&
 				inner.Kind == KindDSN && (len(ic.status) > 0 || strongReport(inner)) {
 				return inner, c, nil
 			}
 		}
 	}
 	if rep.Kind != KindFeedback && len(c.status) == 0 && !c.hasReturn && !c.nested &&
-		!isReportHeader([]Field{{Name: "Content-Type", Value: c.top.Get("Content-Type")}, {Name: "From", Value: c.top.Get("From")}}) {
+		!containsFold(c.top.Get("Content-Type"), "multipart/report") && !containsFold(c.top.Get("From"), "mailer-daemon") &&
+		!containsFold(c.top.Get("From"), "postmaster") {
 		// A bounce forwarded inline as quoted text ("Begin forwarded
 		// message:" and "> " before every line): read the bounce without
 		// the quotation marks, one level deep.
-		if q := quotedMessage(joinTexts(c.texts)); q != "" {
+		if q := quotedMessage(c.body); q != "" {
 			if inner, ic, err := parseNested(strings.NewReader(q)); err == nil && ic != nil &&
 				inner.Kind == KindDSN && (len(ic.status) > 0 || strongReport(inner)) {
 				return inner, c, nil
@@ -133,6 +133,9 @@ func parseWith(r io.Reader, nested bool) (*Report, *collector, error) {
 // without the quotation marks, when its header is that of a delivery
 // report; "" when there is none.
 func quotedMessage(text string) string {
+	if !strings.HasPrefix(text, ">") && !strings.Contains(text, "\n>") {
+		return ""
+	}
 	ls := lines(text)
 	for i := 0; i < len(ls); i++ {
 		if !strings.HasPrefix(ls[i], ">") {
@@ -229,7 +232,8 @@ type collector struct {
 	feedback  string   // message/feedback-report body
 	returned  string   // returned message or its header
 	hasReturn bool
-	nested    bool // the message was found inside another one
+	nested    bool   // the message was found inside another one
+	body      string // the text parts joined, as analyze read them
 	parts     int
 	err       error // an I/O error of the underlying reader
 }

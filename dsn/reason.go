@@ -511,8 +511,9 @@ var gmailStates = map[string]struct{ cmd, reason string }{
 // gmailState returns the command and reason of the "(state N)" that ends
 // a reply relayed by Gmail.
 func gmailState(diag string) (cmd, reason string, ok bool) {
-	i := strings.LastIndex(diag, " (state ")
-	if i < 0 {
+	// The step ends the reply: look at its last parenthesis only.
+	i := strings.LastIndexByte(diag, '(') - 1
+	if i < 0 || !strings.HasPrefix(diag[i:], " (state ") {
 		return "", "", false
 	}
 	n, _, found := strings.Cut(diag[i+8:], ")")
