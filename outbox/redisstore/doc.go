@@ -28,10 +28,11 @@
 // nonce, so when go-redis retries a script whose reply was lost, the retry
 // reports success instead of a conflict.
 //
-// Accept streams the body: a body larger than one chunk (256 KiB) is written
-// chunk by chunk (SETRANGE at its offset) to a temporary key with a TTL,
-// which the accept script renames while it creates the record, the indexes
-// and the answer.scheduled event. A crash or an error midway leaves at most
+// Accept streams the body into a temporary key with a TTL, which the accept
+// script renames while it creates the record, the indexes and the
+// answer.scheduled event: a body of up to one chunk (256 KiB) with one SET
+// in the same pipeline as the script, a larger one chunk by chunk (SETRANGE
+// at its offset) before it. A crash or an error midway leaves at most
 // that temporary key, which expires by itself; no part of the answer is
 // visible.
 //

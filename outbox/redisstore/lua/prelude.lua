@@ -86,9 +86,12 @@ local function commit(nolease)
   if n > 0 then
     redis.call('RPUSH', KEYS[10], unpack(ARGV, 13, 12 + n))
     -- When the answer had no unacked event, the first new one is its head:
-    -- claimable now. Otherwise its head and claim time stand.
-    redis.call('ZADD', KEYS[12], 'NX', ARGV[11], id)
-    local at = string.match(ARGV[13], '^(%-?%d+) ')
-    redis.call('ZADD', KEYS[13], 'NX', at, id)
+    -- claimable now. Otherwise its head and claim time stand. Every write
+    -- adds and removes an answer's evq and evage entries together, so when
+    -- it is in evq it is in evage too.
+    if redis.call('ZADD', KEYS[12], 'NX', ARGV[11], id) == 1 then
+      local at = string.match(ARGV[13], '^(%-?%d+) ')
+      redis.call('ZADD', KEYS[13], 'NX', at, id)
+    end
   end
 end
