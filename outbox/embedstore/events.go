@@ -196,11 +196,7 @@ func (s *Store) RetryEvent(ctx context.Context, c *outbox.EventClaim, at time.Ti
 func (s *Store) EventStats(ctx context.Context) (outbox.EventStats, error) {
 	var st outbox.EventStats
 	err := s.view(ctx, func(tx *bolt.Tx) error {
-		b := tx.Bucket(bktEvHead)
-		st.Pending = b.Stats().KeyN
-		if k, _ := b.Cursor().First(); k != nil {
-			st.Oldest = keyTime(k)
-		}
+		st.Pending, st.Oldest = countOldest(tx.Bucket(bktEvHead))
 		return nil
 	})
 	return st, err

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/binary"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 // The buckets of the file. Every key and value layout is written here, next
@@ -96,6 +98,15 @@ func tsKey(t time.Time, id string) []byte { return append(ts(t), id...) }
 // keyTime decodes the time at the start of a tsKey.
 func keyTime(k []byte) time.Time {
 	return time.Unix(0, int64(binary.BigEndian.Uint64(k[:8]))).UTC()
+}
+
+// countOldest counts the keys of a bucket of tsKeys and returns the time of
+// the first, the oldest; zero when the bucket is empty.
+func countOldest(b *bolt.Bucket) (n int, oldest time.Time) {
+	if k, _ := b.Cursor().First(); k != nil {
+		oldest = keyTime(k)
+	}
+	return b.Stats().KeyN, oldest
 }
 
 // keyID is the id after the time of a tsKey.

@@ -216,11 +216,7 @@ func (s *Store) Resend(ctx context.Context, id string) (*outbox.Answer, error) {
 func (s *Store) QueueStats(ctx context.Context) (outbox.QueueStats, error) {
 	var st outbox.QueueStats
 	err := s.view(ctx, func(tx *bolt.Tx) error {
-		b := tx.Bucket(bktQueued)
-		st.Length = b.Stats().KeyN
-		if k, _ := b.Cursor().First(); k != nil {
-			st.Oldest = keyTime(k)
-		}
+		st.Length, st.Oldest = countOldest(tx.Bucket(bktQueued))
 		return nil
 	})
 	return st, err
